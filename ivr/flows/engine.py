@@ -1,0 +1,267 @@
+"""The call flow as a pure function: (flow, call state, caller input) -> what to do next.
+
+No Flask, no Redis: everything that touches the outside world (customer lookup, secret checks,
+counters, audit) arrives through `Ports`, so every rule here is testable without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+from ivr.assurance import Assurance, derive
+from ivr.auth.speech import normalise_passcode
+from ivr.flows.schema import (
+    AuthenticateStep,
+    EnqueueStep,
+    Flow,
+    GatherOptions,
+    GotoStep,
+    HangupStep,
+    IdentifyStep,
+    MenuStep,
+    SayStep,
+)
+
+MAX_HOPS = 50  # steps entered without waiting for the caller; the checker forbids silent loops
+CALLER_ID_KEY = "*"  # at an identify step: "use the account on the number I am calling from"
+MAX_DIGITS_INPUT = 64
+
+
+@dataclass
+class CallState:
+    """All a call remembers between webhooks; it lives in Redis, never in a web process."""
+
+    call_sid: str
+    caller: str
+    step: str
+    seq: int = 0
+    tries: int = 0
+    account: str | None = None
+    proofs: list[str] = field(default_factory=list)
+    failures: int = 0
+    ended: bool = False
+
+    @property
+    def assurance(self) -> Assurance:
+        return derive(self.account is not None, self.proofs)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> CallState:
+        return cls(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class CallerInput:
+    digits: str | None = None
+    speech: str | None = None
+    confidence: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.digits and not (self.speech or "").strip()
+
+
+@dataclass(frozen=True)
+class Say:
+    text: str
+
+
+@dataclass(frozen=True)
+class Ask:
+    """Listen to the caller; rendered as a Gather whose action carries the call's sequence."""
+
+    step: str
+    input: str
+    prompt: str
+    finish_on_key: str | None = "#"
+    num_digits: int | None = None
+    timeout: int = 6
+    speech: bool = False
+    hints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    step: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class Hangup:
+    pass
+
+
+Action = Say | Ask | Enqueue | Hangup
+
+
+class Ports(Protocol):
+    """What the engine may ask of the world."""
+
+    def account_for_caller(self, caller: str) -> str | None:
+        """The one account whose phone on file is `caller`, or None (none, or ambiguous)."""
+
+    def verify(self, state: CallState, method: str, answer: str | None) -> bool:
+        """Check `answer` for `method` against the claimed account, counting and auditing it.
+
+        `answer` None is an unusable attempt (garbled, low confidence): a failure all the same.
+        Unknown accounts and locked factors simply return False.
+        """
+
+
+class Engine:
+    def __init__(self, flow: Flow, ports: Ports) -> None:
+        self.flow = flow
+        self.ports = ports
+
+    def start(self, state: CallState) -> list[Action]:
+        return self._enter(state, self.flow.start, [])
+
+    def repeat(self, state: CallState) -> list[Action]:
+        """Say the current question again, e.g. for a stale or replayed request."""
+        if state.ended:
+            return [Hangup()]
+        return self._enter(state, state.step, [], reset_tries=False)
+
+    def answer(self, state: CallState, given: CallerInput) -> list[Action]:
+        if state.ended:
+            return [Hangup()]
+        step = self.flow.steps.get(state.step)
+        if not isinstance(step, GatherOptions):
+            return self.repeat(state)
+        if isinstance(step, MenuStep):
+            return self._menu(state, step, given)
+        if isinstance(step, IdentifyStep):
+            return self._identify(state, step, given)
+        assert isinstance(step, AuthenticateStep)
+        return self._authenticate(state, step, given)
+
+    def _menu(self, state: CallState, step: MenuStep, given: CallerInput) -> list[Action]:
+        spoken = _words(given.speech or "")
+        for choice in step.choices:
+            if given.digits and choice.key is not None and given.digits[:1] == choice.key:
+                return self._enter(state, choice.next, [])
+            if spoken and any(_has_phrase(spoken, w) for w in choice.words):
+                return self._enter(state, choice.next, [])
+        return self._retry(state, step)
+
+    def _identify(self, state: CallState, step: IdentifyStep, given: CallerInput) -> list[Action]:
+        digits = (given.digits or "")[: MAX_DIGITS_INPUT + 1]
+        if step.caller_id and digits == CALLER_ID_KEY:
+            # An unknown number still "claims" an account that does not exist, so the caller
+            # hears exactly what a known one hears; authentication then fails as for a bad PIN.
+            claimed = self.ports.account_for_caller(state.caller) or ""
+        elif digits.isdigit() and step.min_digits <= len(digits) <= step.max_digits:
+            claimed = digits
+        else:
+            return self._retry(state, step)
+        if claimed != state.account:
+            state.proofs = []
+        state.account = claimed
+        return self._enter(state, step.next, [])
+
+    def _authenticate(
+        self, state: CallState, step: AuthenticateStep, given: CallerInput
+    ) -> list[Action]:
+        if given.empty:
+            return self._retry(state, step)
+        ok = self.ports.verify(state, step.method, _answer(step, given))
+        if ok:
+            if step.method not in state.proofs:
+                state.proofs.append(step.method)
+            return self._enter(state, step.next, [])
+        state.failures += 1
+        if state.failures >= self.flow.authentication.max_failures:
+            return self._enter(state, self.flow.authentication.failure_route, [])
+        said = [Say(self._text(state, step.failure_prompt))]
+        return self._enter(state, step.on_failure or state.step, said)
+
+    def _retry(self, state: CallState, step: GatherOptions) -> list[Action]:
+        state.tries += 1
+        if state.tries >= step.max_tries:
+            return self._enter(state, step.on_exhausted, [])
+        return self._enter(
+            state, state.step, [Say(self._text(state, step.reprompt))], reset_tries=False
+        )
+
+    def _enter(
+        self, state: CallState, step_id: str, said: list[Action], *, reset_tries: bool = True
+    ) -> list[Action]:
+        actions = list(said)
+        for _ in range(MAX_HOPS):
+            step = self.flow.steps[step_id]
+            if isinstance(step, SayStep):
+                actions.append(Say(self._text(state, step.say)))
+                step_id = step.next
+            elif isinstance(step, GotoStep):
+                step_id = step.next
+            elif isinstance(step, HangupStep):
+                if step.say:
+                    actions.append(Say(self._text(state, step.say)))
+                return self._end(state, step_id, actions)
+            elif isinstance(step, EnqueueStep):
+                if not self._may_enter(state, step):
+                    # The door stays shut whatever the flow says; the checker should have caught it.
+                    step_id = self.flow.authentication.failure_route
+                    if isinstance(self.flow.steps[step_id], EnqueueStep):
+                        return self._end(state, step_id, actions)
+                    continue
+                if step.say:
+                    actions.append(Say(self._text(state, step.say)))
+                actions.append(Enqueue(step_id, step.queue))
+                state.step, state.ended = step_id, True
+                return actions
+            else:
+                if reset_tries or step_id != state.step:
+                    state.tries = 0
+                state.step = step_id
+                actions.append(self._ask(state, step_id, step))
+                return actions
+        return self._end(state, step_id, actions)
+
+    def _may_enter(self, state: CallState, step: EnqueueStep) -> bool:
+        spent = state.failures >= self.flow.authentication.max_failures
+        return not spent and state.assurance >= step.required
+
+    def _end(self, state: CallState, step_id: str, actions: list[Action]) -> list[Action]:
+        state.step, state.ended = step_id, True
+        actions.append(Hangup())
+        return actions
+
+    def _ask(self, state: CallState, step_id: str, step: GatherOptions) -> Ask:
+        prompt = self._text(state, step.prompt)
+        if isinstance(step, MenuStep):
+            hints = tuple(w for c in step.choices for w in c.words)
+            return Ask(
+                step_id, step.input, prompt, None, 1, step.timeout, "speech" in step.input, hints
+            )
+        if isinstance(step, AuthenticateStep) and step.method == "passcode":
+            return Ask(step_id, "speech", prompt, None, None, step.timeout, True)
+        return Ask(step_id, "dtmf", prompt, "#", None, step.timeout)
+
+    def _text(self, state: CallState, template: str) -> str:
+        left = max(self.flow.authentication.max_failures - state.failures, 0)
+        return template.format_map({"attempts_left": left})
+
+
+def _answer(step: AuthenticateStep, given: CallerInput) -> str | None:
+    """The secret as the verifier compares it, or None for an attempt that cannot match."""
+    if step.method == "passcode":
+        if given.confidence is None or given.confidence < step.min_confidence:
+            return None
+        return normalise_passcode(given.speech or "") or None
+    digits = given.digits or ""
+    return digits if digits.isdigit() and len(digits) <= MAX_DIGITS_INPUT else None
+
+
+def _words(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.casefold()))
+
+
+def _has_phrase(spoken: str, phrase: str) -> bool:
+    return f" {_words(phrase)} " in f" {spoken} "

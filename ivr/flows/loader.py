@@ -1,0 +1,264 @@
+"""Flow files -> a typed `Flow`, with every error pinned to file:line:column.
+
+YAML is composed into nodes first (safe loader, no tags, no duplicate keys) so each value keeps
+its position; pydantic then validates the plain data, and its error locations are mapped back
+to those positions.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from ivr.errors import FlowDefinitionError, Problem
+from ivr.flows.schema import STEP_KINDS, Flow
+
+_STEP_REFS = {"start", "next", "on_exhausted", "on_failure", "failure_route"}
+Marks = dict[tuple[str | int, ...], tuple[int, int]]
+MAX_FLOW_BYTES = 512 * 1024
+
+
+def load_flow(path: str | Path) -> Flow:
+    return load_flow_with_marks(path)[0]
+
+
+def load_flow_with_marks(path: str | Path) -> tuple[Flow, Marks]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = Problem(str(path), None, None, "", f"cannot read: {exc}")
+        raise FlowDefinitionError([problem]) from None
+    return parse_flow_with_marks(text, str(path))
+
+
+def parse_flow(text: str, filename: str = "<flow>") -> Flow:
+    flow, _ = parse_flow_with_marks(text, filename)
+    return flow
+
+
+def parse_flow_with_marks(text: str, filename: str = "<flow>") -> tuple[Flow, Marks]:
+    """The flow, plus where each of its values was written (for the graph checks' messages)."""
+    if len(text.encode("utf-8")) > MAX_FLOW_BYTES:
+        raise FlowDefinitionError(
+            [Problem(filename, None, None, "", f"file is larger than {MAX_FLOW_BYTES} bytes")]
+        )
+    data, marks = _compose(text, filename)
+    if not isinstance(data, dict):
+        line, col = marks.get((), (1, 1))
+        raise FlowDefinitionError(
+            [Problem(filename, line, col, "", "a flow is a mapping", "start with `name:`")]
+        )
+    try:
+        flow = Flow.model_validate(data)
+    except ValidationError as exc:
+        raise FlowDefinitionError(_problems(exc, data, marks, filename)) from None
+    return flow, marks
+
+
+def _compose(text: str, filename: str) -> tuple[Any, Marks]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        message = exc.problem or str(exc)
+        raise FlowDefinitionError(
+            [Problem(filename, line, col, "", f"invalid YAML: {message}")]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise FlowDefinitionError(
+            [Problem(filename, None, None, "", f"invalid YAML: {exc}")]
+        ) from None
+    if node is None:
+        raise FlowDefinitionError(
+            [Problem(filename, 1, 1, "", "file is empty", "start with `name:`")]
+        )
+    marks: Marks = {}
+    problems: list[Problem] = []
+    data = _plain(node, (), marks, problems, filename)
+    if problems:
+        raise FlowDefinitionError(problems)
+    return data, marks
+
+
+def _plain(
+    node: yaml.Node,
+    path: tuple[str | int, ...],
+    marks: Marks,
+    problems: list[Problem],
+    filename: str,
+) -> Any:
+    """Turn a node into plain data, rejecting what a flow never needs (tags, anchors' merges)."""
+    marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if (
+                not isinstance(key_node, yaml.ScalarNode)
+                or key_node.tag == "tag:yaml.org,2002:merge"
+            ):
+                _add(problems, filename, key_node, path, "keys must be plain words", "")
+                continue
+            key = str(key_node.value)
+            if key in out:
+                _add(
+                    problems,
+                    filename,
+                    key_node,
+                    path,
+                    f"duplicate key `{key}`",
+                    "each key may appear once; merge the two entries",
+                )
+                continue
+            out[key] = _plain(value_node, (*path, key), marks, problems, filename)
+            # the key's position, not the value's: that is where an admin looks for the line
+            marks[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _plain(child, (*path, i), marks, problems, filename)
+            for i, child in enumerate(node.value)
+        ]
+    try:
+        return _scalar(node)
+    except yaml.MarkedYAMLError as exc:
+        _add(problems, filename, node, path, f"bad value: {exc.problem}", "write plain text")
+        return None
+
+
+def _scalar(node: yaml.Node) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _add(
+    problems: list[Problem], filename: str, node: yaml.Node, path: tuple, message: str, hint: str
+) -> None:
+    problems.append(
+        Problem(
+            filename,
+            node.start_mark.line + 1,
+            node.start_mark.column + 1,
+            _dotted(path),
+            message,
+            hint,
+        )
+    )
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _data_path(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
+    """Drop the tags pydantic inserts for unions: `steps.hi.say.next` -> `steps.hi.next`."""
+    path: list[str | int] = []
+    node = data
+    tag_skipped = False
+    for part in loc:
+        if (
+            isinstance(node, dict)
+            and not tag_skipped
+            and part not in node
+            and node.get("kind") == part
+        ):
+            tag_skipped = True
+            continue
+        tag_skipped = False
+        path.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(path)
+
+
+def _problems(
+    exc: ValidationError, data: dict[str, Any], marks: Marks, filename: str
+) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        path = _data_path(tuple(err["loc"]), data)
+        located = path
+        while located and located not in marks:
+            located = located[:-1]
+        line, col = marks.get(located, (None, None))
+        message, hint = _explain(err, path, data)
+        problems.append(Problem(filename, line, col, _dotted(path), message, hint))
+    return problems
+
+
+def _explain(
+    err: dict[str, Any], path: tuple[str | int, ...], data: dict[str, Any]
+) -> tuple[str, str]:
+    kind = err["type"]
+    name = path[-1] if path else ""
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(path[:-1], data)
+        close = difflib.get_close_matches(str(name), allowed, n=1)
+        hint = (
+            f"did you mean `{close[0]}`?"
+            if close
+            else f"allowed keys: {', '.join(sorted(allowed))}"
+        )
+        return f"unknown key `{name}`", hint
+    if kind == "missing":
+        return f"missing required key `{name}`", f"add `{name}: ...`"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        return "unknown or missing step `kind`", f"write `kind:` one of {', '.join(STEP_KINDS)}"
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return f"`{err.get('input')}` is not allowed here", f"write one of {expected}"
+    if kind == "string_pattern_mismatch" and path and path[0] == "steps":
+        return (
+            f"`{err.get('input')}` is not a valid step name",
+            "use lower_case letters, digits and _",
+        )
+    return err["msg"], ""
+
+
+def _allowed_keys(path: tuple[str | int, ...], data: dict[str, Any]) -> list[str]:
+    from ivr.flows import schema
+
+    if not path:
+        return list(schema.Flow.model_fields)
+    if path == ("authentication",):
+        return list(schema.AuthenticationPolicy.model_fields)
+    if len(path) == 2 and path[0] == "steps":
+        step = data.get("steps", {}).get(path[1], {})
+        model = _STEP_MODELS.get(step.get("kind")) if isinstance(step, dict) else None
+        return list(model.model_fields) if model else ["kind"]
+    if len(path) == 4 and path[0] == "steps" and path[2] == "choices":
+        return list(schema.Choice.model_fields)
+    return []
+
+
+def _step_models() -> dict[str, Any]:
+    from ivr.flows import schema
+
+    models = (
+        schema.SayStep,
+        schema.GotoStep,
+        schema.HangupStep,
+        schema.MenuStep,
+        schema.IdentifyStep,
+        schema.AuthenticateStep,
+        schema.EnqueueStep,
+    )
+    return {m.model_fields["kind"].annotation.__args__[0]: m for m in models}
+
+
+_STEP_MODELS = _step_models()

@@ -1,0 +1,56 @@
+"""Engine actions -> TwiML, through twilio's own builder: the only place TwiML is made."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+from ivr.flows.engine import Action, Ask, Enqueue, Hangup, Say
+from ivr.flows.schema import Flow
+
+ActionUrl = Callable[[str], str]
+"""Builds the URL a Gather posts to, from the step it asks for."""
+
+
+def render(actions: list[Action], flow: Flow, action_url: ActionUrl) -> str:
+    response = VoiceResponse()
+    voice = {"voice": flow.voice} if flow.voice else {}
+    for action in actions:
+        if isinstance(action, Say):
+            response.say(action.text, language=flow.language, **voice)
+        elif isinstance(action, Ask):
+            url = action_url(action.step)
+            options: dict[str, object] = {
+                "input": action.input,
+                "action": url,
+                "method": "POST",
+                "timeout": action.timeout,
+                "language": flow.language,
+            }
+            if action.finish_on_key is not None:
+                options["finish_on_key"] = action.finish_on_key
+            if action.num_digits is not None:
+                options["num_digits"] = action.num_digits
+            if action.speech:
+                options["speech_timeout"] = "auto"
+                if action.hints:
+                    options["hints"] = ", ".join(action.hints)
+            gather = Gather(**options)
+            gather.say(action.prompt, language=flow.language, **voice)
+            response.append(gather)
+            # Silence: Twilio moves on to the next verb, which comes back to the same question.
+            response.redirect(url, method="POST")
+        elif isinstance(action, Enqueue):
+            response.enqueue(action.queue)
+        elif isinstance(action, Hangup):
+            response.hangup()
+    return str(response)
+
+
+def apology(message: str, language: str = "en-US") -> str:
+    """What a caller hears when anything fails: polite, final, and never an agent."""
+    response = VoiceResponse()
+    response.say(message, language=language)
+    response.hangup()
+    return str(response)

@@ -1,0 +1,169 @@
+"""The typed model of a flow file: what an admin may write, and nothing else.
+
+Unknown keys are errors (a typo such as `requirs:` must not silently drop a requirement).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ivr.assurance import METHODS, Assurance
+
+STEP_ID = r"^[a-z][a-z0-9_]{0,47}$"
+StepId = Annotated[str, Field(pattern=STEP_ID)]
+AssuranceName = Literal["none", "identified", "one_factor", "two_factor"]
+InputMode = Literal["dtmf", "speech", "dtmf speech"]
+Method = Literal["pin", "passcode", "sms_otp", "email_otp", "callback", "service_code"]
+assert set(Method.__args__) == set(METHODS)  # type: ignore[attr-defined]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatherOptions(Strict):
+    """What every step that listens to the caller shares: a prompt and a way out."""
+
+    prompt: str = Field(min_length=1)
+    reprompt: str = "Sorry, I didn't catch that."
+    max_tries: int = Field(default=3, ge=1, le=10)
+    timeout: int = Field(default=6, ge=1, le=60)
+    on_exhausted: StepId
+
+
+class SayStep(Strict):
+    kind: Literal["say"]
+    say: str = Field(min_length=1)
+    next: StepId
+
+
+class GotoStep(Strict):
+    kind: Literal["goto"]
+    next: StepId
+
+
+class HangupStep(Strict):
+    kind: Literal["hangup"]
+    say: str | None = None
+
+
+class Choice(Strict):
+    """One menu option; a caller may press `key` or say one of `words`."""
+
+    key: str | None = Field(default=None, pattern=r"^[0-9*#]$")
+    words: list[str] = Field(default_factory=list)
+    next: StepId
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Choice:
+        if self.key is None and not self.words:
+            raise ValueError("a choice needs a `key`, `words`, or both")
+        return self
+
+
+class MenuStep(GatherOptions):
+    kind: Literal["menu"]
+    input: InputMode = "dtmf"
+    choices: list[Choice] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> MenuStep:
+        keys = [c.key for c in self.choices if c.key is not None]
+        if len(keys) != len(set(keys)):
+            raise ValueError("two choices use the same key")
+        if "speech" not in self.input and any(c.words for c in self.choices):
+            raise ValueError("choices have `words` but `input` does not include speech")
+        if self.input == "speech" and any(c.words == [] for c in self.choices):
+            raise ValueError("with `input: speech` every choice needs `words`")
+        return self
+
+
+class IdentifyStep(GatherOptions):
+    """Claims an account. It proves nothing: that is what `authenticate` is for."""
+
+    kind: Literal["identify"]
+    min_digits: int = Field(default=6, ge=4, le=20)
+    max_digits: int = Field(default=12, ge=4, le=20)
+    # Pressing only the finish key means "the account linked to the number I call from".
+    # Unknown and known numbers then sound alike, so caller ID leaks nothing.
+    caller_id: bool = False
+    next: StepId
+
+    @model_validator(mode="after")
+    def _range(self) -> IdentifyStep:
+        if self.min_digits > self.max_digits:
+            raise ValueError("min_digits is larger than max_digits")
+        return self
+
+
+class AuthenticateStep(GatherOptions):
+    kind: Literal["authenticate"]
+    method: Method
+    failure_prompt: str = "That did not match our records."
+    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
+    next: StepId
+    # Where a failed attempt leads while the call's budget lasts; default: ask again.
+    on_failure: StepId | None = None
+
+
+class EnqueueStep(Strict):
+    kind: Literal["enqueue"]
+    queue: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    requires: AssuranceName
+    say: str | None = None
+
+    @property
+    def required(self) -> Assurance:
+        return Assurance.parse(self.requires)
+
+
+Step = Annotated[
+    SayStep | GotoStep | HangupStep | MenuStep | IdentifyStep | AuthenticateStep | EnqueueStep,
+    Field(discriminator="kind"),
+]
+STEP_KINDS = ("say", "goto", "hangup", "menu", "identify", "authenticate", "enqueue")
+GATHER_KINDS = ("menu", "identify", "authenticate")
+
+
+class AuthenticationPolicy(Strict):
+    """The per-call budget, shared by every method, and the one way out when it is spent."""
+
+    max_failures: int = Field(default=2, ge=1, le=5)
+    failure_route: StepId
+
+
+class Flow(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,47}$")
+    start: StepId
+    language: str = "en-US"
+    voice: str | None = None
+    authentication: AuthenticationPolicy
+    steps: dict[StepId, Step] = Field(min_length=1)
+
+    def step(self, step_id: str) -> Step:
+        return self.steps[step_id]
+
+    def targets(self, step_id: str) -> list[tuple[str, str]]:
+        """Every (field, target step) leaving `step_id`, for the graph checks and the engine."""
+        step = self.steps[step_id]
+        out: list[tuple[str, str]] = []
+        for name in ("next", "on_exhausted", "on_failure"):
+            target = getattr(step, name, None)
+            if target:
+                out.append((name, target))
+        if isinstance(step, MenuStep):
+            out.extend((f"choices[{i}].next", c.next) for i, c in enumerate(step.choices))
+        if isinstance(step, AuthenticateStep):
+            out.append(("authentication.failure_route", self.authentication.failure_route))
+        return out
+
+
+TEMPLATE_FIELD = re.compile(r"{([^{}]*)}")

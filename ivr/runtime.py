@@ -1,0 +1,68 @@
+"""The services one app instance uses, built once by the factory and found by the views."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+from redis import Redis
+
+from ivr.auth.knowledge import SecretHasher
+from ivr.auth.verifier import Verifier
+from ivr.flows.engine import Engine
+from ivr.flows.schema import Flow
+from ivr.settings import Settings
+from ivr.store.audit import AuditLog
+from ivr.store.counters import FailureCounter
+from ivr.store.customers import RedisCustomerDirectory
+from ivr.store.sessions import SessionStore
+
+EXTENSION = "ivr"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    redis: Redis
+    flow: Flow
+    engine: Engine
+    sessions: SessionStore
+    customers: RedisCustomerDirectory
+    hasher: SecretHasher
+    audit: AuditLog
+
+
+def build_runtime(settings: Settings, redis: Redis, flow: Flow) -> Runtime:
+    customers = RedisCustomerDirectory(redis)
+    hasher = make_hasher(settings)
+    audit = AuditLog(redis)
+    verifier = Verifier(
+        customers, hasher, FailureCounter(redis), audit, settings.account_max_failures
+    )
+    return Runtime(
+        settings=settings,
+        redis=redis,
+        flow=flow,
+        engine=Engine(flow, verifier),
+        sessions=SessionStore(redis, settings.session_ttl),
+        customers=customers,
+        hasher=hasher,
+        audit=audit,
+    )
+
+
+def make_hasher(settings: Settings) -> SecretHasher:
+    return SecretHasher(
+        settings.pepper,
+        time_cost=settings.argon2_time_cost,
+        memory_cost=settings.argon2_memory_kib,
+    )
+
+
+def connect_redis(url: str) -> Redis:
+    # Short timeouts: a Redis outage must become an apology well inside Twilio's 15 s.
+    return Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def runtime() -> Runtime:
+    return current_app.extensions[EXTENSION]

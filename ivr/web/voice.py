@@ -1,0 +1,145 @@
+"""Twilio's voice webhooks: the call's front door.
+
+Each request is signature-checked before anything else, then handled under a per-call lock
+with the call's state from Redis; the reply is stored with the state so a retried request gets
+the same reply instead of a second attempt. Anything that goes wrong becomes a polite apology,
+never a 500 and never an agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, current_app, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from ivr.flows.engine import CallerInput, CallState
+from ivr.flows.render import apology, render
+from ivr.runtime import Runtime, runtime
+from ivr.security import require_twilio_signature
+
+log = logging.getLogger(__name__)
+bp = Blueprint("voice", __name__, url_prefix="/voice")
+
+CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+START_SEQ = -1  # reply_seq of the answer to the first request, POST /voice
+MAX_SPEECH_INPUT = 2000
+
+
+@bp.before_request
+def _signed() -> None:
+    rt = runtime()
+    require_twilio_signature(request, rt.settings.twilio_auth_token, rt.settings.public_url)
+
+
+@bp.errorhandler(Exception)
+def _fail_closed(error: Exception) -> Response | HTTPException:
+    if isinstance(error, HTTPException):
+        return error
+    log.error(
+        "voice webhook failed (%s); caller gets the apology", type(error).__name__, exc_info=error
+    )
+    return _twiml(apology(runtime().settings.apology))
+
+
+@bp.post("")
+def incoming() -> Response:
+    rt = runtime()
+    call_sid = _call_sid()
+    if call_sid is None:
+        return _twiml(apology(rt.settings.apology))
+    with rt.sessions.locked(call_sid):
+        stored = rt.sessions.load(call_sid)
+        if stored is not None:
+            if stored.reply_seq == START_SEQ and stored.reply is not None:
+                return _twiml(stored.reply)
+            return _twiml(_reply(rt, stored.state, rt.engine.repeat(stored.state)))
+        caller = request.form.get("From", "")[:64]
+        state = CallState(call_sid=call_sid, caller=caller, step=rt.flow.start)
+        reply = _reply(rt, state, rt.engine.start(state))
+        rt.sessions.save(state, START_SEQ, reply)
+        rt.audit.record("call_started", call_sid=call_sid, caller=caller)
+    log.info("call %s started", call_sid)
+    return _twiml(reply)
+
+
+@bp.post("/step/<step>")
+def step(step: str) -> Response:
+    rt = runtime()
+    call_sid = _call_sid()
+    seq = request.args.get("seq", type=int)
+    if call_sid is None or seq is None:
+        return _twiml(apology(rt.settings.apology))
+    with rt.sessions.locked(call_sid):
+        stored = rt.sessions.load(call_sid)
+        if stored is None:
+            # Expired or never started here: there is nothing safe to resume.
+            return _twiml(apology(rt.settings.apology))
+        state = stored.state
+        if seq == stored.reply_seq and stored.reply is not None:
+            return _twiml(stored.reply)  # Twilio retried a request we already answered
+        if seq != state.seq or step != state.step:
+            return _twiml(_reply(rt, state, rt.engine.repeat(state)))
+        actions = rt.engine.answer(state, _caller_input())
+        state.seq += 1
+        reply = _reply(rt, state, actions)
+        rt.sessions.save(state, seq, reply)
+    log.info("call %s now at %s", call_sid, state.step)
+    return _twiml(reply)
+
+
+@bp.post("/status")
+def status() -> Response:
+    """Twilio's status callback: acknowledged, and it changes nothing."""
+    log.info(
+        "call %s status %s",
+        request.form.get("CallSid", "?")[:40],
+        request.form.get("CallStatus", "?")[:20],
+    )
+    return Response(status=204)
+
+
+@bp.post("/fallback")
+def fallback() -> Response:
+    """Twilio calls this when our main URL failed: the caller gets the apology, nothing more."""
+    return _twiml(apology(runtime().settings.apology))
+
+
+def _reply(rt: Runtime, state: CallState, actions: list) -> str:
+    def action_url(step_id: str) -> str:
+        path = url_for("voice.step", step=step_id)
+        return f"{path}?{urlencode({'seq': state.seq})}"
+
+    return render(actions, rt.flow, action_url)
+
+
+def _call_sid() -> str | None:
+    value = request.form.get("CallSid", "")
+    return value if CALL_SID.match(value) else None
+
+
+def _caller_input() -> CallerInput:
+    digits = request.form.get("Digits")
+    speech = request.form.get("SpeechResult")
+    return CallerInput(
+        digits=digits[:100] if digits else None,
+        speech=speech[:MAX_SPEECH_INPUT] if speech else None,
+        confidence=_confidence(request.form.get("Confidence")),
+    )
+
+
+def _confidence(raw: str | None) -> float | None:
+    try:
+        value = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if value is None or not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        return None
+    return value
+
+
+def _twiml(body: str) -> Response:
+    return current_app.response_class(body, status=200, mimetype="application/xml")

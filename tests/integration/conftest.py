@@ -1,0 +1,430 @@
+"""Fixtures for the integration tier: a real redis-server, real gunicorn, real rq workers.
+
+Nothing here is mocked and nothing skips: if redis-server, gunicorn or rq is missing, or a process
+will not start, the test errors with the process's log, because a silently skipped integration
+suite is indistinguishable from a passing one.
+
+Every process is started in its own session (so a SIGKILL can take its children too), logs to a
+file, and is stopped at teardown even when the test failed.  When a test fails, the tail of each
+process log it used is attached to the failure report.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import http.client
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import NoReturn, Self
+
+import pytest
+import redis
+from rq import Worker
+
+from ivr.store.server import RedisServer, find_free_port, tail
+
+HERE = Path(__file__).resolve().parent
+REPO_ROOT = HERE.parents[1]
+FLOWS_DIR = REPO_ROOT / "flows"
+
+AUTH_TOKEN = "integration-test-token"
+PEPPER = "integration-pepper"
+QUEUE_NAME = "ivr"
+#: gunicorn app spec; the factory is called once per gunicorn worker.
+WEB_APP = "ivr.app:create_app()"
+
+WEB_START_TIMEOUT = 15.0
+WORKER_START_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+_BIND_ATTEMPTS = 3
+
+# Every process ever started by this module, in order.  The autouse fixture below stops the ones
+# a test started (and attaches their logs to its failure); atexit is the last resort.
+_STARTED: list[ManagedProcess] = []
+_log_root: Path | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+class ManagedProcess:
+    """A child process with its output in a log file, stoppable exactly once, idempotently."""
+
+    kind = "process"
+
+    def __init__(self, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("ab") as log:
+            self._proc: subprocess.Popen[bytes] = subprocess.Popen(
+                argv,
+                cwd=REPO_ROOT,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _STARTED.append(self)
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll()
+
+    def log(self) -> str:
+        """The whole log so far (stdout and stderr interleaved)."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return tail(self.log_path, lines)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM (graceful shutdown), then SIGKILL the whole process group after ``timeout``.
+
+        Returns the exit code.  Safe to call repeatedly and on a process that already exited.
+        """
+        if self._proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                # Kill the whole group: gunicorn workers / rq work horses must not outlive it.
+                # The leader is not reaped yet, so the group id is certainly still ours.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+        return self._proc.wait()
+
+    def _fail(self, message: str) -> NoReturn:
+        """Stop the process and raise with its log, so a failed start explains itself."""
+        self.stop(timeout=2)
+        raise RuntimeError(
+            f"{self.kind} {message}\ncommand: {' '.join(self.argv)}\n"
+            f"log {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} pid={self.pid} log={self.log_path}>"
+
+
+class WebProcess(ManagedProcess):
+    """gunicorn serving the real WSGI app on 127.0.0.1."""
+
+    kind = "web"
+
+    def __init__(self, argv: list[str], env: Mapping[str, str], log_path: Path, port: int) -> None:
+        self.port = port
+        super().__init__(argv, env, log_path)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = WEB_START_TIMEOUT) -> None:
+        """Wait until the port accepts TCP *and* a worker answers HTTP.
+
+        TCP alone only proves the gunicorn master bound the socket; the app is loaded later in
+        the worker, and an import error there would surface as a confusing reset in the test.
+        Any HTTP status (404 included) proves the app is up.
+        """
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if not self.running:
+                self._fail(f"exited with code {self.returncode} during startup")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                try:
+                    conn.request("GET", "/", headers={"User-Agent": "ivr-integration-ready-probe"})
+                    conn.getresponse().read()
+                    return
+                finally:
+                    conn.close()
+            except (OSError, http.client.HTTPException) as exc:
+                last_error = exc
+            time.sleep(0.1)
+        self._fail(f"not serving on {self.base_url} within {timeout:g}s (last error: {last_error})")
+
+
+class WorkerProcess(ManagedProcess):
+    """An rq worker (with the scheduler) consuming the ``ivr`` queue."""
+
+    kind = "worker"
+
+    def __init__(
+        self, argv: list[str], env: Mapping[str, str], log_path: Path, name: str, redis_url: str
+    ) -> None:
+        self.name = name
+        self.redis_url = redis_url
+        super().__init__(argv, env, log_path)
+
+    def wait_registered(self, timeout: float = WORKER_START_TIMEOUT) -> None:
+        """Wait until this worker (by its unique name) is registered in Redis."""
+        deadline = time.monotonic() + timeout
+        with redis.Redis.from_url(self.redis_url) as conn:
+            while time.monotonic() < deadline:
+                if not self.running:
+                    self._fail(f"exited with code {self.returncode} during startup")
+                if any(w.name == self.name for w in Worker.all(connection=conn)):
+                    return
+                time.sleep(0.1)
+        self._fail(f"{self.name} did not register in {self.redis_url} within {timeout:g}s")
+
+
+def service_env(
+    redis_url: str,
+    env_extra: Mapping[str, str] | None = None,
+    *,
+    auth_token: str = AUTH_TOKEN,
+) -> dict[str, str]:
+    """Environment shared by web and worker processes: the real settings, test values."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "TWILIO_AUTH_TOKEN": auth_token,
+            "IVR_FLOWS_DIR": str(FLOWS_DIR),
+            "IVR_PEPPER": PEPPER,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(env_extra or {})
+    return env
+
+
+def _log_dir(log_dir: Path | None) -> Path:
+    if log_dir is not None:
+        return log_dir
+    if _log_root is not None:
+        return _log_root
+    return Path(tempfile.mkdtemp(prefix="ivr-integration-"))
+
+
+def start_web(
+    redis_url: str,
+    env_extra: Mapping[str, str] | None = None,
+    *,
+    auth_token: str = AUTH_TOKEN,
+    log_dir: Path | None = None,
+) -> WebProcess:
+    """Start gunicorn with the real app on a free loopback port and wait until it serves.
+
+    Raises RuntimeError with the log tail if it does not come up.
+    """
+    env = service_env(redis_url, env_extra, auth_token=auth_token)
+    directory = _log_dir(log_dir)
+    for attempt in range(1, _BIND_ATTEMPTS + 1):
+        port = find_free_port()
+        argv = [
+            sys.executable, "-m", "gunicorn",
+            "--bind", f"127.0.0.1:{port}",
+            "--workers", "1",
+            "--access-logfile", "-",
+            WEB_APP,
+        ]  # fmt: skip
+        proc = WebProcess(argv, env, directory / f"web-{port}.log", port)
+        try:
+            proc.wait_ready()
+        except RuntimeError:
+            # The free port can be taken between our probe and gunicorn's bind: try another.
+            if attempt < _BIND_ATTEMPTS and "Address already in use" in proc.log():
+                continue
+            raise
+        return proc
+    raise AssertionError("unreachable")
+
+
+def start_worker(
+    redis_url: str,
+    env_extra: Mapping[str, str] | None = None,
+    *,
+    auth_token: str = AUTH_TOKEN,
+    log_dir: Path | None = None,
+) -> WorkerProcess:
+    """Start a real ``rq worker --with-scheduler ivr`` and wait until it has registered.
+
+    ``python -m rq.cli`` is the same entry point as the ``rq`` console script, but does not
+    depend on the venv's bin/ being on PATH.
+    """
+    name = f"ivr-it-{uuid.uuid4().hex[:12]}"
+    argv = [
+        sys.executable, "-m", "rq.cli", "worker",
+        "--url", redis_url,
+        "--with-scheduler",
+        "--name", name,
+        QUEUE_NAME,
+    ]  # fmt: skip
+    env = service_env(redis_url, env_extra, auth_token=auth_token)
+    proc = WorkerProcess(argv, env, _log_dir(log_dir) / f"{name}.log", name, redis_url)
+    proc.wait_registered()
+    return proc
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for proc in _STARTED:
+        with contextlib.suppress(Exception):
+            proc.stop(timeout=2)
+
+
+# --------------------------------------------------------------------------------------------
+# Hooks
+# --------------------------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under tests/integration, so ``-m "not integration"`` deselects the tier.
+
+    This hook sees the whole session's items, hence the path filter.
+    """
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.integration)
+
+
+_FIRST_PROCESS_KEY = pytest.StashKey[int]()
+
+
+def _started_by(item: pytest.Item) -> list[ManagedProcess]:
+    first = item.stash.get(_FIRST_PROCESS_KEY, None)
+    return [] if first is None else _STARTED[first:]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Attach the log tails of the test's processes to a failure (they are still running)."""
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        for proc in _started_by(item):
+            report.sections.append((f"{proc.kind} log ({proc.log_path})", proc.log_tail(60)))
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _process_log_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    global _log_root  # helpers called directly by a test still log under the session tmp
+    _log_root = tmp_path_factory.mktemp("process-logs")
+    yield _log_root
+    _log_root = None
+
+
+@pytest.fixture(autouse=True)
+def _stop_processes_started_by_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Remember what each test starts (for failure logs) and stop all of it at teardown,
+    including processes started with the helpers directly rather than via fixtures."""
+    request.node.stash[_FIRST_PROCESS_KEY] = len(_STARTED)
+    yield
+    errors: list[BaseException] = []
+    for proc in _started_by(request.node):
+        try:
+            proc.stop()
+        except BaseException as exc:  # keep stopping the others, then report
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One private, non-persisting redis-server for the whole session."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), persist=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of the session server, emptied (FLUSHALL) so each test starts from nothing."""
+    with redis.Redis.from_url(redis_server.url) as conn:
+        conn.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def auth_token() -> str:
+    """The Twilio auth token the web processes verify signatures with."""
+    return AUTH_TOKEN
+
+
+@pytest.fixture
+def web_factory(redis_url: str, auth_token: str, tmp_path: Path) -> Callable[..., WebProcess]:
+    """``web_factory(env_extra=None)`` starts another web process on this test's Redis.
+
+    Everything it starts is stopped at teardown by the autouse fixture.
+    """
+
+    def factory(env_extra: Mapping[str, str] | None = None) -> WebProcess:
+        return start_web(redis_url, env_extra, auth_token=auth_token, log_dir=tmp_path)
+
+    return factory
+
+
+@pytest.fixture
+def worker_factory(redis_url: str, auth_token: str, tmp_path: Path) -> Callable[..., WorkerProcess]:
+    """``worker_factory(env_extra=None)`` starts another rq worker on this test's Redis."""
+
+    def factory(env_extra: Mapping[str, str] | None = None) -> WorkerProcess:
+        return start_worker(redis_url, env_extra, auth_token=auth_token, log_dir=tmp_path)
+
+    return factory
+
+
+@pytest.fixture
+def web(web_factory: Callable[..., WebProcess]) -> WebProcess:
+    """One real gunicorn + app process on the test's Redis."""
+    return web_factory()
+
+
+@pytest.fixture
+def web_pair(web_factory: Callable[..., WebProcess]) -> tuple[WebProcess, WebProcess]:
+    """Two independent app processes sharing one Redis: a call served alternately by both must
+    behave exactly like a call served by one (no per-process state)."""
+    return web_factory(), web_factory()
+
+
+@pytest.fixture
+def worker(worker_factory: Callable[..., WorkerProcess]) -> WorkerProcess:
+    """One real rq worker (with scheduler) on queue ``ivr`` of the test's Redis."""
+    return worker_factory()
