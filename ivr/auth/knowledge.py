@@ -210,3 +210,18 @@ def check_passcode(passcode: str) -> None:
         raise WeakSecretError(f"The passcode is only a number; that is a PIN. {advice}")
     if len(passcode_tokens(passcode)) < MIN_PASSCODE_WORDS:
         raise WeakSecretError(f"The passcode is a single word. {advice}")
+
+
+def enrol(hasher: SecretHasher, method: str, secret: str, *, pin_min_length: int = 6) -> str:
+    """Refuse a weak secret, then hash it in the exact form the verifier will compare.
+
+    Passcodes are hashed after normalisation, so "Purple elephant, forty-two" said on the phone
+    matches "purple elephant 42" typed at enrolment.
+    """
+    if method == "pin":
+        check_pin(secret, pin_min_length)
+        return hasher.hash(secret)
+    if method == "passcode":
+        check_passcode(secret)
+        return hasher.hash(normalise_passcode(secret))
+    raise ValueError(f"{method} is not a secret the caller knows")

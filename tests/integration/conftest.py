@@ -428,3 +428,20 @@ def web_pair(web_factory: Callable[..., WebProcess]) -> tuple[WebProcess, WebPro
 def worker(worker_factory: Callable[..., WorkerProcess]) -> WorkerProcess:
     """One real rq worker (with scheduler) on queue ``ivr`` of the test's Redis."""
     return worker_factory()
+
+
+@pytest.fixture(scope="session")
+def pepper() -> str:
+    """The IVR_PEPPER every web and worker process is started with (hash seeded secrets with it)."""
+    return PEPPER
+
+
+@pytest.fixture
+def web_on_redis(auth_token: str, tmp_path: Path) -> Callable[..., WebProcess]:
+    """``web_on_redis(url, env_extra=None)`` starts a web process on *another* Redis than the
+    session one (e.g. a private server a test will stop); stopped at teardown like the others."""
+
+    def factory(url: str, env_extra: Mapping[str, str] | None = None) -> WebProcess:
+        return start_web(url, env_extra, auth_token=auth_token, log_dir=tmp_path)
+
+    return factory

@@ -1,0 +1,406 @@
+"""The `ivr` command: serve, worker, dev, call, flows, customers.
+
+Every expected failure (a bad setting, a bad flow, a weak PIN, Redis unreachable) ends with one
+clear line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import redis.exceptions
+
+from ivr.errors import FlowDefinitionError, IvrError
+
+DATA_DIR = Path(".ivr")
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FlowDefinitionError as exc:
+            raise click.ClickException(f"flow is not valid:\n{exc}") from None
+        except IvrError as exc:
+            raise click.ClickException(str(exc)) from None
+        except redis.exceptions.ConnectionError as exc:
+            raise click.ClickException(f"cannot reach Redis ({exc}); check REDIS_URL") from None
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="secure-ivr")
+def cli() -> None:
+    """secure-ivr: callers prove who they are before any agent picks up."""
+
+
+def _settings(**overrides: Any) -> Any:
+    from ivr.settings import load_settings
+
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _redis() -> Any:
+    from ivr.runtime import connect_redis
+
+    settings = _settings()
+    url = settings.redis_url
+    if not url:
+        state = _dev_state()
+        url = state.redis_url if state else None
+    if not url:
+        raise IvrError("REDIS_URL: not set; export it, or start `ivr dev` first")
+    client = connect_redis(url)
+    client.ping()
+    return client
+
+
+def _dev_state() -> Any:
+    from ivr.devserver import DevState
+
+    return DevState.read(DATA_DIR)
+
+
+@cli.command()
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option(
+    "--port",
+    type=int,
+    default=lambda: int(os.environ.get("PORT", "8000")),
+    show_default="$PORT or 8000",
+)
+@click.option("--workers", type=int, default=2, show_default=True)
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the webhooks with gunicorn against REDIS_URL (production)."""
+    settings = _settings()
+    if not settings.redis_url:
+        raise IvrError("REDIS_URL: not set; `ivr serve` needs a Redis (or use `ivr dev`)")
+    if not settings.twilio_auth_token:
+        raise IvrError("TWILIO_AUTH_TOKEN: not set; without it every webhook would be refused")
+    from ivr.app import load_checked_flow
+
+    load_checked_flow(settings)  # fail here, in one line, rather than in every gunicorn worker
+    os.execvp(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            str(workers),
+            "ivr.app:create_app()",
+        ],
+    )
+
+
+@cli.command()
+@click.option("--burst", is_flag=True, help="Work until the queue is empty, then exit.")
+def worker(burst: bool) -> None:
+    """Run an rq worker on the `ivr` queue (one-time codes, callbacks)."""
+    from rq import Worker
+
+    from ivr.devserver import QUEUE
+
+    Worker([QUEUE], connection=_redis()).work(burst=burst, with_scheduler=True)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default=True)
+def dev(host: str, port: int, data_dir: Path) -> None:
+    """Run Redis, the web server and a worker locally, with demo customers."""
+    from ivr import devserver
+
+    devserver.run(_settings(), data_dir, host, port, click.echo)
+
+
+@cli.command()
+@click.option("--url", "base_url", help="Base URL of the service (default: the running `ivr dev`).")
+@click.option("--in-process", is_flag=True, help="Play against the app in this process.")
+@click.option(
+    "--from",
+    "from_number",
+    default="+15005550006",
+    show_default=True,
+    help="Caller ID the call comes from ('anonymous' works too).",
+)
+@click.option("--to", "to_number", default="+15005550001", show_default=True)
+@click.option(
+    "-i",
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="INPUT",
+    help="Scripted answers in order: keys like '12345678#', 'say:purple elephant 42', "
+    "or 'silence'. Without any, you are asked at each prompt.",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0, 1),
+    default=0.92,
+    show_default=True,
+    help="Speech recognition confidence of what you say.",
+)
+def call(
+    base_url: str | None,
+    in_process: bool,
+    from_number: str,
+    to_number: str,
+    inputs: tuple[str, ...],
+    confidence: float,
+) -> None:
+    """Play a phone call the way Twilio would: signed requests, keypad and speech."""
+    from ivr.simulator import CallPlayer, scripted
+
+    token, transport, base = _call_target(base_url, in_process)
+    source = (
+        scripted(*(_parse_input(i, confidence) for i in inputs))
+        if inputs
+        else (_Interactive(confidence))
+    )
+    player = CallPlayer(
+        transport, base, token, from_number=from_number, to_number=to_number, observer=_print_event
+    )
+    result = player.play(source)
+    if result.outcome == "error":
+        raise IvrError(f"the service answered {result.error_status}: {result.error}")
+
+
+def _call_target(base_url: str | None, in_process: bool) -> tuple[str, Any, str]:
+    from ivr.simulator import HttpTransport, WsgiTransport
+
+    settings = _settings()
+    state = _dev_state()
+    if in_process:
+        from ivr.app import create_app
+
+        token = settings.twilio_auth_token or (state.auth_token if state else "in-process-token")
+        redis_url = settings.redis_url or (state.redis_url if state else None)
+        if not redis_url:
+            raise IvrError("REDIS_URL: not set; export it or start `ivr dev` for --in-process")
+        app = create_app(
+            settings.model_copy(update={"twilio_auth_token": token, "redis_url": redis_url})
+        )
+        return token, WsgiTransport(app), "http://localhost"
+    if base_url is None:
+        if state is None:
+            raise IvrError(
+                "no running `ivr dev` found; start it, or pass --url and set TWILIO_AUTH_TOKEN"
+            )
+        return state.auth_token, HttpTransport(), state.base_url
+    token = settings.twilio_auth_token or (state.auth_token if state else None)
+    if not token:
+        raise IvrError("TWILIO_AUTH_TOKEN: not set; requests must be signed like Twilio's")
+    return token, HttpTransport(), base_url.rstrip("/")
+
+
+def _parse_input(text: str, confidence: float) -> Any:
+    from ivr.simulator import Keys, Speech
+
+    text = text.strip()
+    if text in ("", "silence"):
+        return None
+    if text.lower().startswith("say:"):
+        return Speech(text[4:].strip(), confidence)
+    return Keys(text)
+
+
+class _Interactive:
+    """Asks the person at the terminal, at each prompt, what the caller does."""
+
+    def __init__(self, confidence: float) -> None:
+        self.confidence = confidence
+
+    def __call__(self, gather: Any, heard_so_far: list[str]) -> Any:
+        ways = []
+        if gather.accepts_dtmf:
+            ways.append("press keys (e.g. 1234#)")
+        if gather.accepts_speech:
+            ways.append("say:<words>")
+        hint = " or ".join(ways) + ", or Enter for silence"
+        while True:
+            answer = click.prompt(f"  you [{hint}]", default="", show_default=False)
+            try:
+                return _parse_input(answer, self.confidence)
+            except ValueError as exc:
+                click.echo(f"  ({exc})")
+
+
+def _print_event(kind: str, line: str) -> None:
+    click.echo(line)
+
+
+@cli.group()
+def flows() -> None:
+    """Check call flow files."""
+
+
+@flows.command("check")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+def flows_check(paths: tuple[Path, ...]) -> None:
+    """Prove every flow safe: no queue reachable without authentication, no personal prompts."""
+    from ivr.flows.checks import check_flow
+    from ivr.flows.loader import load_flow_with_marks
+
+    files: list[Path] = []
+    for path in paths or (Path("flows"),):
+        files.extend(
+            sorted(path.glob("*.yaml")) + sorted(path.glob("*.yml")) if path.is_dir() else [path]
+        )
+    if not files:
+        raise IvrError("no flow files (*.yaml) found")
+    failed = 0
+    for file in files:
+        try:
+            flow, marks = load_flow_with_marks(file)
+            problems = check_flow(flow, marks, str(file))
+        except FlowDefinitionError as exc:
+            problems = exc.problems
+        for problem in problems:
+            click.echo(str(problem), err=problem.severity == "error")
+        if any(p.severity == "error" for p in problems):
+            failed += 1
+        else:
+            click.echo(f"ok  {file}")
+    if failed:
+        raise click.ClickException(f"{failed} of {len(files)} flow file(s) failed the checks")
+
+
+@cli.group()
+def customers() -> None:
+    """Manage the customer directory in REDIS_URL."""
+
+
+def _secret_options(fn: Any) -> Any:
+    fn = click.option("--passcode", help="Spoken passcode; '-' to type it hidden.")(fn)
+    return click.option("--pin", help="Keypad PIN; '-' to type it hidden.")(fn)
+
+
+def _hashed_secrets(pin: str | None, passcode: str | None) -> dict[str, str]:
+    from ivr.auth.knowledge import enrol
+    from ivr.runtime import make_hasher
+
+    settings = _settings()
+    hasher = make_hasher(settings)
+    out = {}
+    for method, value in (("pin", pin), ("passcode", passcode)):
+        if value is not None:
+            secret = _maybe_prompt(value, method.capitalize())
+            out[f"{method}_hash"] = enrol(
+                hasher, method, secret, pin_min_length=settings.pin_min_length
+            )
+    return out
+
+
+def _maybe_prompt(value: str, label: str) -> str:
+    if value != "-":
+        return value
+    return click.prompt(label, hide_input=True, confirmation_prompt=True)
+
+
+@customers.command("add")
+@click.argument("account")
+@click.option("--phone", required=True, help="Phone number on file, E.164 (+14155550100).")
+@_secret_options
+@click.option("--email")
+@click.option("--name")
+@click.option("--address")
+def customers_add(
+    account: str,
+    phone: str,
+    pin: str | None,
+    passcode: str | None,
+    email: str | None,
+    name: str | None,
+    address: str | None,
+) -> None:
+    """Add a customer; ACCOUNT is the number a caller keys in."""
+    from ivr.store.customers import Customer, RedisCustomerDirectory
+
+    hashes = _hashed_secrets(pin, passcode)
+    RedisCustomerDirectory(_redis()).add(
+        Customer(account=account, phone=phone, email=email, name=name, address=address, **hashes)
+    )
+    click.echo(f"added {account}" + _factors(hashes))
+
+
+@customers.command("set")
+@click.argument("account")
+@click.option("--phone")
+@_secret_options
+@click.option("--email")
+@click.option("--name")
+@click.option("--address")
+def customers_set(account: str, **options: str | None) -> None:
+    """Change a customer's profile or secrets."""
+    from ivr.store.customers import RedisCustomerDirectory
+
+    hashes = _hashed_secrets(options.pop("pin"), options.pop("passcode"))
+    changes = {k: v for k, v in options.items() if v is not None} | hashes
+    if not changes:
+        raise IvrError("nothing to change; give at least one option")
+    RedisCustomerDirectory(_redis()).update(account, **changes)
+    click.echo(f"updated {account}: {', '.join(sorted(k.removesuffix('_hash') for k in changes))}")
+
+
+@customers.command("reset")
+@click.argument("account")
+@click.option(
+    "--method", type=click.Choice(["pin", "passcode", "all"]), default="all", show_default=True
+)
+def customers_reset(account: str, method: str) -> None:
+    """Clear a locked factor's failure count (after the customer proved who they are)."""
+    from ivr.store.counters import FailureCounter
+    from ivr.store.customers import RedisCustomerDirectory
+
+    client = _redis()
+    if RedisCustomerDirectory(client).get(account) is None:
+        raise IvrError(f"no customer with account number {account}")
+    counter = FailureCounter(client)
+    for name in ("pin", "passcode") if method == "all" else (method,):
+        counter.reset(account, name)
+    click.echo(f"reset {method} failures for {account}")
+
+
+@customers.command("remove")
+@click.argument("account")
+def customers_remove(account: str) -> None:
+    """Remove a customer and their secrets."""
+    from ivr.store.customers import RedisCustomerDirectory
+
+    RedisCustomerDirectory(_redis()).remove(account)
+    click.echo(f"removed {account}")
+
+
+@customers.command("show")
+@click.argument("account")
+def customers_show(account: str) -> None:
+    """Show a customer's record; secrets only as set / not set."""
+    from ivr.store.counters import FailureCounter
+    from ivr.store.customers import RedisCustomerDirectory
+
+    client = _redis()
+    customer = RedisCustomerDirectory(client).get(account)
+    if customer is None:
+        raise IvrError(f"no customer with account number {account}")
+    counter = FailureCounter(client)
+    for field in ("account", "phone", "email", "name", "address"):
+        click.echo(f"{field:9} {getattr(customer, field) or '-'}")
+    for method in ("pin", "passcode"):
+        state = "set" if customer.secret_hash(method) else "not set"
+        click.echo(f"{method:9} {state}, {counter.count(account, method)} consecutive failures")
+
+
+def _factors(hashes: dict[str, str]) -> str:
+    names = [k.removesuffix("_hash") for k in hashes]
+    return f" with {' and '.join(names)}" if names else " (no PIN or passcode yet)"
+
+
+def main() -> None:
+    cli(prog_name="ivr")

@@ -1,0 +1,145 @@
+"""Fixtures for the unit tests, in the style of the Flask tutorial: an app on fakeredis, its test
+client, its runtime, two demo customers and a factory for simulated callers.
+
+Nothing here is autouse, so test modules that need none of it (pure unit tests) are unaffected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from ivr.app import create_app
+from ivr.auth.speech import normalise_passcode
+from ivr.runtime import Runtime, runtime as current_runtime
+from ivr.simulator import CallPlayer, WsgiTransport
+from ivr.store.customers import Customer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FLOWS_DIR = REPO_ROOT / "flows"
+
+TOKEN = "unit-test-auth-token-0123456789ab"
+PEPPER = "unit-test-pepper-0123"
+BASE_URL = "http://localhost"
+
+#: Settings every unit-test app gets: cheap argon2 so a whole call takes milliseconds.
+BASE_CONFIG: dict[str, Any] = {
+    "twilio_auth_token": TOKEN,
+    "argon2_memory_kib": 1024,
+    "argon2_time_cost": 1,
+    "flows_dir": FLOWS_DIR,
+    "pepper": PEPPER,
+}
+
+
+@dataclass(frozen=True)
+class DemoCustomer:
+    """A customer record plus the clear secrets a test caller types or says."""
+
+    account: str
+    phone: str
+    pin: str
+    passcode: str
+    name: str
+    address: str
+    email: str
+
+
+ALICE = DemoCustomer(
+    account="12345678",
+    phone="+14155550100",
+    pin="583920",
+    passcode="purple elephant 42",
+    name="Alice Example",
+    address="1 Market Street, San Francisco",
+    email="alice@example.com",
+)
+BOB = DemoCustomer(
+    account="87654321",
+    phone="+14155550199",
+    pin="902714",
+    passcode="green giraffe 17",
+    name="Bob Example",
+    address="2 Mission Street, San Francisco",
+    email="bob@example.com",
+)
+
+
+def make_app(redis: Any, **overrides: Any) -> Flask:
+    """An app like the `app` fixture's, with some settings changed."""
+    return create_app({**BASE_CONFIG, **overrides}, redis=redis)
+
+
+def enrol(rt: Runtime, who: DemoCustomer) -> Customer:
+    """Store `who` the way enrolment does: secrets only as argon2id hashes (passcode normalised)."""
+    customer = Customer(
+        account=who.account,
+        phone=who.phone,
+        email=who.email,
+        name=who.name,
+        address=who.address,
+        pin_hash=rt.hasher.hash(who.pin),
+        passcode_hash=rt.hasher.hash(normalise_passcode(who.passcode)),
+    )
+    rt.customers.add(customer)
+    return customer
+
+
+@pytest.fixture
+def redis() -> Iterator[fakeredis.FakeRedis]:
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def app(redis: fakeredis.FakeRedis) -> Flask:
+    flask_app = make_app(redis)
+    flask_app.config["TESTING"] = True
+    return flask_app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runtime(app: Flask) -> Iterator[Runtime]:
+    with app.app_context():
+        yield current_runtime()
+
+
+@pytest.fixture
+def customers(runtime: Runtime) -> dict[str, DemoCustomer]:
+    """Two enrolled customers, keyed by account number."""
+    for who in (ALICE, BOB):
+        enrol(runtime, who)
+    return {ALICE.account: ALICE, BOB.account: BOB}
+
+
+PlayerFactory = Callable[..., CallPlayer]
+
+
+@pytest.fixture
+def player(app: Flask) -> PlayerFactory:
+    """Build a simulated caller: `player(from_number=..., call_sid=..., app=other_app)`."""
+
+    def factory(
+        from_number: str = "+15005550006", *, app: Flask | None = None, **options: Any
+    ) -> CallPlayer:
+        target = app if app is not None else default_app
+        return CallPlayer(
+            WsgiTransport(target), BASE_URL, TOKEN, from_number=from_number, **options
+        )
+
+    default_app = app
+    return factory
