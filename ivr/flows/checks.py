@@ -10,11 +10,11 @@ from __future__ import annotations
 import difflib
 from collections import deque
 from dataclasses import dataclass
-from string import Formatter
 
 from ivr.assurance import Assurance, derive
 from ivr.errors import Problem
-from ivr.flows.loader import Marks
+from ivr.flows.loader import Marks, dotted
+from ivr.flows.prompts import ALLOWED_FIELDS, placeholders, unbalanced
 from ivr.flows.schema import (
     AuthenticateStep,
     EnqueueStep,
@@ -29,8 +29,6 @@ from ivr.flows.schema import (
 _State = tuple[str, "_Knowledge"]
 _Seen = dict[_State, tuple[_State, str] | None]
 
-# The only values a prompt may template: nothing about the customer, ever.
-ALLOWED_TEMPLATE_FIELDS = frozenset({"attempts_left"})
 PROMPT_FIELDS = ("say", "prompt", "reprompt", "failure_prompt")
 
 
@@ -82,8 +80,9 @@ class _Checker:
         while located and located not in self.marks:
             located = located[:-1]
         line, col = self.marks.get(located, (None, None))
-        dotted = ".".join(str(p) for p in path).replace(".[", "[")
-        self.problems.append(Problem(self.filename, line, col, dotted, message, hint, severity))
+        self.problems.append(
+            Problem(self.filename, line, col, dotted(path), message, hint, severity)
+        )
 
     def _field_path(self, step_id: str, field: str) -> tuple[str | int, ...]:
         if field == "authentication.failure_route":
@@ -108,20 +107,22 @@ class _Checker:
                 self._add(path, f"no step named `{target}`", hint)
 
     def _prompts(self) -> None:
+        allowed = ", ".join(f"{{{f}}}" for f in sorted(ALLOWED_FIELDS))
         for step_id, step in self.flow.steps.items():
             for field in PROMPT_FIELDS:
                 text = getattr(step, field, None)
                 if not text:
                     continue
                 path = ("steps", step_id, field)
-                try:
-                    used = [name for _, name, _, _ in Formatter().parse(text) if name is not None]
-                except ValueError as exc:
-                    self._add(path, f"broken template: {exc}", "write {{ and }} for literal braces")
+                if unbalanced(text):
+                    self._add(
+                        path,
+                        "broken template: a `{` or `}` that is not part of a placeholder",
+                        f"braces are only for {allowed}; spell the rest out",
+                    )
                     continue
-                for name in used:
-                    if name.strip() not in ALLOWED_TEMPLATE_FIELDS:
-                        allowed = ", ".join(f"{{{f}}}" for f in sorted(ALLOWED_TEMPLATE_FIELDS))
+                for name in placeholders(text):
+                    if name not in ALLOWED_FIELDS:
                         self._add(
                             path,
                             f"prompt templates `{{{name}}}`: never read customer data aloud",

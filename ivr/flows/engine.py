@@ -13,6 +13,7 @@ from typing import Protocol
 
 from ivr.assurance import Assurance, derive
 from ivr.auth.speech import normalise_passcode
+from ivr.flows.prompts import fill
 from ivr.flows.schema import (
     AuthenticateStep,
     EnqueueStep,
@@ -28,6 +29,7 @@ from ivr.flows.schema import (
 MAX_HOPS = 50  # steps entered without waiting for the caller; the checker forbids silent loops
 CALLER_ID_KEY = "*"  # at an identify step: "use the account on the number I am calling from"
 MAX_DIGITS_INPUT = 64
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass
@@ -156,7 +158,7 @@ class Engine:
             # An unknown number still "claims" an account that does not exist, so the caller
             # hears exactly what a known one hears; authentication then fails as for a bad PIN.
             claimed = self.ports.account_for_caller(state.caller) or ""
-        elif digits.isdigit() and step.min_digits <= len(digits) <= step.max_digits:
+        elif _ASCII_DIGITS.fullmatch(digits) and step.min_digits <= len(digits) <= step.max_digits:
             claimed = digits
         else:
             return self._retry(state, step)
@@ -246,7 +248,7 @@ class Engine:
 
     def _text(self, state: CallState, template: str) -> str:
         left = max(self.flow.authentication.max_failures - state.failures, 0)
-        return template.format_map({"attempts_left": left})
+        return fill(template, {"attempts_left": left})
 
 
 def _answer(step: AuthenticateStep, given: CallerInput) -> str | None:
@@ -256,7 +258,7 @@ def _answer(step: AuthenticateStep, given: CallerInput) -> str | None:
             return None
         return normalise_passcode(given.speech or "") or None
     digits = given.digits or ""
-    return digits if digits.isdigit() and len(digits) <= MAX_DIGITS_INPUT else None
+    return digits if _ASCII_DIGITS.fullmatch(digits) and len(digits) <= MAX_DIGITS_INPUT else None
 
 
 def _words(text: str) -> str:

@@ -18,6 +18,7 @@ from ivr.errors import FlowDefinitionError, Problem
 from ivr.flows.schema import STEP_KINDS, Flow
 
 _STEP_REFS = {"start", "next", "on_exhausted", "on_failure", "failure_route"}
+_PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 Marks = dict[tuple[str | int, ...], tuple[int, int]]
 MAX_FLOW_BYTES = 512 * 1024
 
@@ -95,6 +96,9 @@ def _plain(
 ) -> Any:
     """Turn a node into plain data, rejecting what a flow never needs (tags, anchors' merges)."""
     marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    if not isinstance(node, yaml.ScalarNode) and node.tag not in _PLAIN_TAGS:
+        _add(problems, filename, node, path, f"tag `{node.tag}` is not allowed", "remove the tag")
+        return None
     if isinstance(node, yaml.MappingNode):
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
@@ -147,43 +151,30 @@ def _add(
             filename,
             node.start_mark.line + 1,
             node.start_mark.column + 1,
-            _dotted(path),
+            dotted(path),
             message,
             hint,
         )
     )
 
 
-def _dotted(path: tuple[str | int, ...]) -> str:
+def dotted(path: tuple[str | int, ...]) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
-def _data_path(loc: tuple[str | int, ...], data: Any) -> tuple[str | int, ...]:
-    """Drop the tags pydantic inserts for unions: `steps.hi.say.next` -> `steps.hi.next`."""
-    path: list[str | int] = []
-    node = data
-    tag_skipped = False
-    for part in loc:
-        if (
-            isinstance(node, dict)
-            and not tag_skipped
-            and part not in node
-            and node.get("kind") == part
-        ):
-            tag_skipped = True
-            continue
-        tag_skipped = False
-        path.append(part)
-        if isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        else:
-            node = None
-    return tuple(path)
+def _data_path(loc: tuple[str | int, ...], data: dict[str, Any]) -> tuple[str | int, ...]:
+    """Drop the tag pydantic inserts for the step union: `steps.hi.say.next` -> `steps.hi.next`."""
+    if loc and loc[-1] == "[key]":
+        loc = loc[:-1]  # a dict key failed validation: point at the key itself
+    steps = data.get("steps")
+    if len(loc) >= 3 and loc[0] == "steps" and isinstance(steps, dict):
+        step = steps.get(loc[1])
+        if isinstance(step, dict) and step.get("kind") == loc[2]:
+            return (loc[0], loc[1], *loc[3:])
+    return tuple(loc)
 
 
 def _problems(
@@ -197,7 +188,7 @@ def _problems(
             located = located[:-1]
         line, col = marks.get(located, (None, None))
         message, hint = _explain(err, path, data)
-        problems.append(Problem(filename, line, col, _dotted(path), message, hint))
+        problems.append(Problem(filename, line, col, dotted(path), message, hint))
     return problems
 
 
@@ -222,11 +213,19 @@ def _explain(
     if kind == "literal_error":
         expected = err.get("ctx", {}).get("expected", "")
         return f"`{err.get('input')}` is not allowed here", f"write one of {expected}"
-    if kind == "string_pattern_mismatch" and path and path[0] == "steps":
-        return (
-            f"`{err.get('input')}` is not a valid step name",
-            "use lower_case letters, digits and _",
-        )
+    if kind == "string_pattern_mismatch":
+        if err["loc"][-1] == "[key]":
+            return (
+                f"`{err.get('input')}` is not a valid step name",
+                "use lower_case letters, digits and _, starting with a letter",
+            )
+        if name == "key":
+            return f"`{err.get('input')}` is not a phone key", "write one key: 0-9, * or #"
+        if name in _STEP_REFS or (len(path) == 2 and path[0] == "steps"):
+            return (
+                f"`{err.get('input')}` is not a valid step name",
+                "use lower_case letters, digits and _, starting with a letter",
+            )
     return err["msg"], ""
 
 

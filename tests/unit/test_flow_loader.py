@@ -173,7 +173,9 @@ class TestDuplicateKeys:
 
     def test_the_first_value_is_not_silently_replaced(self) -> None:
         # A duplicate `requires:` must never let the later (weaker) value win quietly.
-        text = edit(BASE, "    requires: one_factor\n", "    requires: one_factor\n    requires: none\n")
+        text = edit(
+            BASE, "    requires: one_factor\n", "    requires: one_factor\n    requires: none\n"
+        )
         with pytest.raises(FlowDefinitionError):
             parse_flow(text, FILE)
 
@@ -185,16 +187,28 @@ class TestUnknownKeys:
             ("start: hello", "strat: hello", "strat", "start"),
             ("  max_failures: 2", "  max_failure: 2", "max_failure", "max_failures"),
             ("    requires: one_factor", "    requirs: one_factor", "requirs", "requires"),
-            ("    on_exhausted: bye\n  ask_pin", "    on_exhaused: bye\n  ask_pin", "on_exhaused",
-             "on_exhausted"),
+            (
+                "    on_exhausted: bye\n  ask_pin",
+                "    on_exhaused: bye\n  ask_pin",
+                "on_exhaused",
+                "on_exhausted",
+            ),
             ("    method: pin", "    methd: pin", "methd", "method"),
             ("        next: agent", "        nxt: agent", "nxt", "next"),
             ("    say: Goodbye.", "    sya: Goodbye.", "sya", "say"),
             # A `say` step: its kind has the same name as one of its fields.
             ("    next: ask_account", "    nxt: ask_account", "nxt", "next"),
         ],
-        ids=["top", "authentication", "enqueue", "identify", "authenticate", "choice", "hangup",
-             "say"],
+        ids=[
+            "top",
+            "authentication",
+            "enqueue",
+            "identify",
+            "authenticate",
+            "choice",
+            "hangup",
+            "say",
+        ],
     )
     def test_typo_is_pinned_to_its_line_with_a_suggestion(
         self, old: str, typo_line: str, typo: str, meant: str
@@ -261,9 +275,10 @@ class TestValues:
             ("    next: ask_pin", "    next: Ask-Pin"),  # identify
             ("        next: agent", "        next: Agent Queue"),  # menu choice
             ("  failure_route: bye", "  failure_route: 9bye"),  # authentication
+            ("start: hello", "start: Hello"),  # top level
             ("    next: ask_account", "    next: Ask-Account"),  # say step
         ],
-        ids=["identify", "choice", "failure_route", "say"],
+        ids=["identify", "choice", "failure_route", "start", "say"],
     )
     def test_bad_step_reference_is_pinned_to_its_line(self, old: str, new: str) -> None:
         text = edit(BASE, old, new)
@@ -308,7 +323,7 @@ class TestYamlSyntax:
         assert problem.message.startswith("invalid YAML")
         assert problem.line == line_of(BASE, "    kind: hangup")
 
-    @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n"])
+    @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
     def test_empty_file(self, text: str) -> None:
         problem = only_problem(text)
         assert problem.message == "file is empty"
