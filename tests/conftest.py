@@ -18,7 +18,8 @@ from flask.testing import FlaskClient
 
 from ivr.app import create_app
 from ivr.auth.speech import normalise_passcode
-from ivr.runtime import Runtime, runtime as current_runtime
+from ivr.runtime import Runtime
+from ivr.runtime import runtime as current_runtime
 from ivr.simulator import CallPlayer, WsgiTransport
 from ivr.store.customers import Customer
 

@@ -14,10 +14,14 @@ once; status callbacks change nothing.
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -25,8 +29,9 @@ import redis
 import requests
 from twilio.request_validator import RequestValidator
 
-from ivr.auth.knowledge import SecretHasher
+from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.simulator import (
+    FAKE_ACCOUNT_SID,
     CallPlayer,
     CallResult,
     Enqueue,
@@ -70,10 +75,14 @@ TWILIO_BUDGET_BOUND = 10.0  # seconds; Twilio gives up after 15 s, we want to be
 
 @pytest.fixture(scope="module")
 def hashed_secrets(pepper: str) -> dict[str, str]:
-    """PIN and passcode hashes made the way the web process checks them (its pepper, default
-    argon2 parameters); made once per module because argon2 is deliberately slow."""
+    """PIN and passcode hashes made the way enrolment makes them (the passcode normalised) and the
+    web process checks them (its pepper, default argon2 parameters); made once per module because
+    argon2 is deliberately slow."""
     hasher = SecretHasher(pepper=pepper)
-    return {"pin_hash": hasher.hash(PIN), "passcode_hash": hasher.hash(PASSCODE)}
+    return {
+        "pin_hash": enrol(hasher, "pin", PIN),
+        "passcode_hash": enrol(hasher, "passcode", PASSCODE),
+    }
 
 
 def seed_customer(url: str, hashed: dict[str, str]) -> Customer:
@@ -107,9 +116,7 @@ def player(
     from_number: str = PHONE,
     transport: Transport | None = None,
 ) -> CallPlayer:
-    return CallPlayer(
-        transport or HttpTransport(), base_url, auth_token, from_number=from_number
-    )
+    return CallPlayer(transport or HttpTransport(), base_url, auth_token, from_number=from_number)
 
 
 def webhook_bodies(result: CallResult) -> list[str]:
@@ -149,15 +156,47 @@ def authentications(conn: redis.Redis, call_sid: str) -> list[tuple[str, str]]:
     ]
 
 
+def redis_dump(conn: redis.Redis) -> str:
+    """Every key and value in Redis as one text, to look for secrets at rest."""
+    parts: list[str] = []
+    for key in conn.scan_iter():
+        kind = conn.type(key).decode()
+        if kind == "string":
+            value: object = conn.get(key)
+        elif kind == "hash":
+            value = conn.hgetall(key)
+        elif kind == "stream":
+            value = conn.xrange(key)
+        elif kind == "set":
+            value = conn.smembers(key)
+        elif kind == "list":
+            value = conn.lrange(key, 0, -1)
+        else:
+            value = kind
+        parts.append(f"{key!r} {value!r}")
+    return "\n".join(parts)
+
+
+def assert_no_clear_secret(conn: redis.Redis, result: CallResult, *typed: str) -> None:
+    """What the caller typed or said is in no URL and nowhere in Redis (SECURITY 6, 11, 23)."""
+    dump = redis_dump(conn)
+    urls = " ".join(event.url for event in result.events)
+    for secret in typed:
+        assert secret not in dump, f"{secret!r} stored in Redis"
+        assert secret not in urls, f"{secret!r} in a webhook URL"
+
+
 def call_keys(conn: redis.Redis) -> list[bytes]:
     return sorted(conn.scan_iter(match="ivr:call:*"))
 
 
-def call_params(call_sid: str, *, from_number: str = PHONE, status: str = "ringing") -> dict:
+def call_params(
+    call_sid: str, *, from_number: str = PHONE, status: str = "ringing"
+) -> dict[str, str]:
     """The parameters Twilio posts on every request of an inbound call."""
     return {
         "CallSid": call_sid,
-        "AccountSid": "AC" + "5e" * 16,
+        "AccountSid": FAKE_ACCOUNT_SID,
         "From": from_number,
         "To": "+15005550001",
         "Caller": from_number,
@@ -180,6 +219,13 @@ def sign(token: str, url: str, params: dict[str, str]) -> dict[str, str]:
     return {SIGNATURE_HEADER: RequestValidator(token).compute_signature(url, params)}
 
 
+def next_action(body: str) -> str:
+    """Where the caller's answer to this TwiML's question will be posted."""
+    (gather,) = [verb for verb in parse_twiml(body) if isinstance(verb, Gather)]
+    assert gather.action is not None
+    return gather.action
+
+
 def with_netloc(url: str, netloc: str) -> str:
     parts = urlsplit(url)
     return urlunsplit(parts._replace(netloc=netloc))
@@ -200,6 +246,7 @@ class TestAuthenticatedCallsReachTheirQueue:
         assert result.queue == "balances"
         assert result.said("you are verified")
         assert authentications(rdb, call.call_sid) == [("pin", "success")]
+        assert_no_clear_secret(rdb, result, PIN)
 
     def test_spoken_passcode_reaches_card_services(self, web, auth_token, customer, rdb) -> None:
         call = player(web.base_url, auth_token)
@@ -216,6 +263,7 @@ class TestAuthenticatedCallsReachTheirQueue:
         assert result.outcome == "enqueued", result.transcript()
         assert result.queue == "card-services"
         assert authentications(rdb, call.call_sid) == [("passcode", "success")]
+        assert_no_clear_secret(rdb, result, "purpleelephant42", "elephant")
 
     def test_caller_id_star_uses_the_account_on_file(self, web, auth_token, customer, rdb) -> None:
         call = player(web.base_url, auth_token, from_number=PHONE)
@@ -269,6 +317,7 @@ class TestTwoFailuresEndAuthentication:
 
         self._assert_sent_elsewhere(result)
         assert authentications(rdb, call.call_sid) == [("pin", "failure"), ("pin", "failure")]
+        assert_no_clear_secret(rdb, result, *WRONG_PINS)
 
     def test_wrong_pin_then_wrong_passcode(self, web, auth_token, customer, rdb) -> None:
         call = player(web.base_url, auth_token)
@@ -284,6 +333,7 @@ class TestTwoFailuresEndAuthentication:
             ("pin", "failure"),
             ("passcode", "failure"),
         ]
+        assert_no_clear_secret(rdb, result, WRONG_PINS[0], "giraffe")
 
     def test_the_call_stays_ended_when_replayed(self, web, auth_token, customer, rdb) -> None:
         """After the other-route message, replaying the call's last gather with the right PIN
@@ -327,7 +377,7 @@ class TestUnknownAccountIsIndistinguishable:
         assert_well_served(known)
         assert_well_served(unknown)
         assert known.outcome == unknown.outcome == "hung_up"
-        assert len(webhook_bodies(known)) == 5
+        assert len(webhook_bodies(known)) == 6  # start + five gathers
         assert webhook_bodies(unknown) == webhook_bodies(known)  # byte for byte
         assert [e.content_type for e in unknown.events] == [e.content_type for e in known.events]
 
@@ -443,45 +493,63 @@ class TimedTransport:
             self.timings.append((url, time.monotonic() - started))
 
 
-class StopRedisAtStep:
-    """Answers gathers from a script, but stops Redis just before answering the given step."""
+class BreakRedisAtStep:
+    """Answers gathers from a script, but breaks Redis just before answering the given step."""
 
-    def __init__(self, server: RedisServer, step: str, *inputs: CallerInput) -> None:
-        self.server = server
+    def __init__(self, breaker: Callable[[], None], step: str, *inputs: CallerInput) -> None:
+        self.breaker = breaker
         self.step_path = f"/voice/step/{step}"
         self.script = scripted(*inputs)
-        self.stopped = False
+        self.broken = False
 
     def __call__(self, gather: Gather, heard_so_far: list[str]) -> CallerInput | None:
-        if not self.stopped and gather.action and self.step_path in gather.action:
-            self.server.stop()
-            self.stopped = True
+        if not self.broken and gather.action and self.step_path in gather.action:
+            self.breaker()
+            self.broken = True
         return self.script(gather, heard_so_far)
 
 
 class TestRedisOutage:
-    def test_redis_stopped_mid_call_fails_closed(
+    @pytest.mark.parametrize("failure", ["stopped", "hung"])
+    def test_redis_lost_mid_call_fails_closed_in_time(
         self,
+        failure: str,
         tmp_path: Path,
-        web_on_redis: Callable[..., object],
+        web_on_redis: Callable[..., Any],
         auth_token: str,
         hashed_secrets: dict[str, str],
     ) -> None:
+        """ "stopped": redis-server shut down (connections refused).  "hung": the process frozen
+        with SIGSTOP, so connections stay open and nothing answers (a partition, a stuck host)."""
         server = RedisServer(tmp_path / "doomed-redis", persist=False)
         server.start()
+        frozen: list[int] = []
+
+        def break_redis() -> None:
+            if failure == "stopped":
+                server.stop()
+            else:
+                assert server.pid is not None
+                os.kill(server.pid, signal.SIGSTOP)
+                frozen.append(server.pid)
+
         try:
             seed_customer(server.url, hashed_secrets)
             web = web_on_redis(server.url)
             transport = TimedTransport(HttpTransport())
             call = player(web.base_url, auth_token, transport=transport)
             # The caller types the RIGHT PIN after Redis is gone: still no agent.
-            inputs = StopRedisAtStep(server, "pin", Keys(f"{ACCOUNT}#"), Keys("1"), Keys(f"{PIN}#"))
+            inputs = BreakRedisAtStep(
+                break_redis, "pin", Keys(f"{ACCOUNT}#"), Keys("1"), Keys(f"{PIN}#")
+            )
             result = call.play(inputs)
         finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
             server.stop()
 
         transcript = result.transcript(requests=True)
-        assert inputs.stopped, transcript
+        assert inputs.broken, transcript
         assert inputs.script.remaining == [], transcript
 
         pin_answer = [e for e in result.events if e.kind == "gather"][-1]
@@ -496,7 +564,7 @@ class TestRedisOutage:
         assert all(e.status != 500 for e in result.events), transcript
 
         (elapsed,) = [t for url, t in transport.timings if url == pin_answer.url]
-        assert elapsed < TWILIO_BUDGET_BOUND, f"answer took {elapsed:.1f}s with Redis down"
+        assert elapsed < TWILIO_BUDGET_BOUND, f"answer took {elapsed:.1f}s with Redis {failure}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -567,7 +635,9 @@ class TestStatelessWebProcesses:
         assert netlocs == [urlsplit(first.base_url).netloc, urlsplit(second.base_url).netloc] * 3
 
         for proc in (first, second):
-            mine = [path for netloc, path in transport.sent if netloc == urlsplit(proc.base_url).netloc]
+            mine = [
+                path for netloc, path in transport.sent if netloc == urlsplit(proc.base_url).netloc
+            ]
             expected = [f'"POST {path} HTTP/1.1" ' for path in mine]
             log = wait_for_lines(proc, expected)
             for line in expected:
@@ -640,6 +710,54 @@ class TestTwilioRetries:
         assert result.queue == "balances"
         started = [e for e in audit_events(rdb, call.call_sid) if e["event"] == "call_started"]
         assert len(started) == 1
+
+    def test_concurrent_retry_to_two_processes_counts_once(
+        self, web_factory, auth_token, customer, rdb
+    ) -> None:
+        """Twilio retries while the first attempt is still running, and behind a load balancer
+        the two copies can land on different processes at the same moment. Both processes know
+        the same public URL, so the one signed request is valid on either."""
+        public = "https://ivr.example.com"
+        first = web_factory({"IVR_PUBLIC_URL": public})
+        second = web_factory({"IVR_PUBLIC_URL": public})
+        call_sid = new_call_sid()
+
+        def signed(path: str, params: dict[str, str]) -> dict[str, str]:
+            token = {"I-Twilio-Idempotency-Token": secrets.token_hex(16)}
+            return {**sign(auth_token, public + path, params), **token}
+
+        # Bring the call to the PIN question, one request on each process in turn.
+        path = "/voice"
+        for proc, digits in [(first, None), (second, ACCOUNT), (first, "1")]:
+            params = call_params(call_sid, status="in-progress" if digits else "ringing")
+            params |= {"Digits": digits} if digits else {}
+            reply = post(proc.base_url + path, params, signed(path, params))
+            assert reply.status_code == 200, reply.text
+            path = next_action(reply.text)
+        assert path.startswith("/voice/step/pin?")
+
+        # The same signed wrong-PIN request, byte for byte, to both processes at once.
+        params = {**call_params(call_sid, status="in-progress"), "Digits": WRONG_PINS[0]}
+        headers = signed(path, params)
+        barrier = threading.Barrier(2)
+        replies: dict[int, requests.Response] = {}
+
+        def deliver(proc) -> None:
+            barrier.wait()
+            replies[proc.port] = post(proc.base_url + path, params, headers)
+
+        threads = [threading.Thread(target=deliver, args=(proc,)) for proc in (first, second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+
+        a, b = replies[first.port], replies[second.port]
+        assert a.status_code == b.status_code == 200
+        assert a.content == b.content
+        assert FAILURE_PROMPT in a.text
+        assert authentications(rdb, call_sid) == [("pin", "failure")]
+        assert int(rdb.get(f"ivr:failures:{ACCOUNT}:pin") or 0) == 1
 
 
 # --------------------------------------------------------------------------------------------

@@ -241,3 +241,32 @@ def _free_port() -> int:
     from ivr.store.server import find_free_port
 
     return find_free_port()
+
+
+class TestServe:
+    def test_without_redis_url_is_one_line(
+        self, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("REDIS_URL")
+        result = runner.invoke(cli, ["serve"])
+        assert result.exit_code == 1
+        assert result.output.startswith("Error: REDIS_URL: not set")
+
+    def test_without_auth_token_refuses_to_start(
+        self, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("TWILIO_AUTH_TOKEN", raising=False)
+        result = runner.invoke(cli, ["serve"])
+        assert result.exit_code == 1
+        assert "TWILIO_AUTH_TOKEN: not set" in result.output
+
+    def test_bad_flow_stops_start_up(
+        self, runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        (tmp_path / "default.yaml").write_text("name: default\nstart: nowhere\n")
+        monkeypatch.setenv("IVR_FLOWS_DIR", str(tmp_path))
+        monkeypatch.setenv("TWILIO_AUTH_TOKEN", "x")
+        result = runner.invoke(cli, ["serve"])
+        assert result.exit_code == 1
+        assert f"{tmp_path / 'default.yaml'}:" in result.output
+        assert "missing required key `authentication`" in result.output
