@@ -147,6 +147,7 @@ def dev(host: str, port: int, data_dir: Path) -> None:
     show_default=True,
     help="Speech recognition confidence of what you say.",
 )
+@click.option("-v", "--verbose", is_flag=True, help="Also show each webhook request.")
 def call(
     base_url: str | None,
     in_process: bool,
@@ -154,6 +155,7 @@ def call(
     to_number: str,
     inputs: tuple[str, ...],
     confidence: float,
+    verbose: bool,
 ) -> None:
     """Play a phone call the way Twilio would: signed requests, keypad and speech."""
     from ivr.simulator import CallPlayer, scripted
@@ -165,7 +167,12 @@ def call(
         else (_Interactive(confidence))
     )
     player = CallPlayer(
-        transport, base, token, from_number=from_number, to_number=to_number, observer=_print_event
+        transport,
+        base,
+        token,
+        from_number=from_number,
+        to_number=to_number,
+        observer=_print_event if verbose else _print_quietly,
     )
     result = player.play(source)
     if result.outcome == "error":
@@ -234,6 +241,11 @@ class _Interactive:
 
 def _print_event(kind: str, line: str) -> None:
     click.echo(line)
+
+
+def _print_quietly(kind: str, line: str) -> None:
+    if kind != "request":
+        click.echo(line)
 
 
 @cli.group()

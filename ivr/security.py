@@ -6,19 +6,22 @@ TLS-terminating proxy is the public https URL, not the one this process sees.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from flask import Flask, Request, abort
 from twilio.request_validator import RequestValidator
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 def public_url(request: Request, public_base: str | None) -> str:
-    """The URL Twilio requested, as it signed it."""
-    if not public_base:
-        return request.url
+    """The URL Twilio requested, as it signed it: percent-encoding kept, not decoded."""
+    base = public_base or f"{request.scheme}://{request.host}"
+    path = quote(request.script_root + request.path, safe=_PATH_SAFE)
     query = request.query_string.decode("latin-1")
-    return public_base + request.script_root + request.path + (f"?{query}" if query else "")
+    return base + path + (f"?{query}" if query else "")
 
 
 def is_signed_by_twilio(request: Request, auth_token: str | None, public_base: str | None) -> bool:

@@ -25,7 +25,6 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,
-        populate_by_name=True,
     )
 
     redis_url: str | None = Field(default=None, validation_alias=_env("REDIS_URL"))
@@ -68,20 +67,23 @@ class Settings(BaseSettings):
         return value.rstrip("/") if value else value
 
 
-SECRET_FIELDS = frozenset({"twilio_auth_token", "pepper"})
 ENV_NAMES = {
     name: field.validation_alias.choices[0]  # type: ignore[union-attr]
     for name, field in Settings.model_fields.items()
 }
+SECRET_VARIABLES = frozenset({"TWILIO_AUTH_TOKEN", "IVR_PEPPER"})
 
 
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment; `overrides` (by field name) win, e.g. in tests."""
+    unknown = set(overrides) - set(ENV_NAMES)
+    if unknown:
+        raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
     try:
-        return Settings(**overrides)
+        return Settings(**{ENV_NAMES[name]: value for name, value in overrides.items()})
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "?"
-        name = ENV_NAMES.get(field, field)
-        shown = "" if field in SECRET_FIELDS else f" (got {first.get('input')!r})"
+        name = str(first["loc"][0]) if first["loc"] else "?"
+        name = ENV_NAMES.get(name, name)
+        shown = "" if name in SECRET_VARIABLES else f" (got {first.get('input')!r})"
         raise SettingsError(f"{name}: {first['msg']}{shown}") from None

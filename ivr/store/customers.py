@@ -15,9 +15,9 @@ from redis import Redis
 from ivr.errors import CustomerError
 from ivr.store import keys
 
-E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
-ACCOUNT = re.compile(r"^[0-9]{6,12}$")
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+ACCOUNT = re.compile(r"[0-9]{6,12}")
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 PROFILE_FIELDS = ("phone", "email", "name", "address")
 SECRET_FIELDS = ("pin_hash", "passcode_hash")
 
@@ -43,7 +43,7 @@ class CustomerDirectory(Protocol):
 
 
 def validate_account(account: str) -> str:
-    if not ACCOUNT.match(account):
+    if not ACCOUNT.fullmatch(account):
         raise CustomerError(
             f"account number {account!r} must be 6 to 12 digits (the caller keys it in)"
         )
@@ -51,13 +51,13 @@ def validate_account(account: str) -> str:
 
 
 def validate_phone(phone: str) -> str:
-    if not E164.match(phone):
+    if not E164.fullmatch(phone):
         raise CustomerError(f"phone {phone!r} is not in E.164 form; write it like +14155550100")
     return phone
 
 
 def validate_email(email: str) -> str:
-    if not EMAIL.match(email):
+    if not EMAIL.fullmatch(email):
         raise CustomerError(f"email {email!r} is not an email address")
     return email
 
@@ -67,7 +67,7 @@ class RedisCustomerDirectory:
         self.redis = redis
 
     def get(self, account: str) -> Customer | None:
-        if not ACCOUNT.match(account or ""):
+        if not ACCOUNT.fullmatch(account or ""):
             return None
         raw = self.redis.hgetall(keys.customer(account))
         if not raw:

@@ -24,7 +24,7 @@ from ivr.security import require_twilio_signature
 log = logging.getLogger(__name__)
 bp = Blueprint("voice", __name__, url_prefix="/voice")
 
-CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 START_SEQ = -1  # reply_seq of the answer to the first request, POST /voice
 MAX_SPEECH_INPUT = 2000
 
@@ -118,7 +118,7 @@ def _reply(rt: Runtime, state: CallState, actions: list) -> str:
 
 def _call_sid() -> str | None:
     value = request.form.get("CallSid", "")
-    return value if CALL_SID.match(value) else None
+    return value if CALL_SID.fullmatch(value) else None
 
 
 def _caller_input() -> CallerInput:

@@ -260,7 +260,7 @@ class TestCreateApp:
         assert "voice" in app.blueprints
 
     def test_accepts_a_settings_object(self, redis: Any) -> None:
-        settings = Settings(**TEST_CONFIG, flows_dir=REPO_ROOT / "flows", proxy_hops=1)
+        settings = load_settings(**TEST_CONFIG, flows_dir=REPO_ROOT / "flows", proxy_hops=1)
         app = create_app(settings, redis=redis)
         assert app.config["IVR_SETTINGS"] is settings
 
