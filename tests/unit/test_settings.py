@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from ivr.app import create_app
 from ivr.errors import FlowDefinitionError, SettingsError
-from ivr.settings import ENV_NAMES, Settings, load_settings
+from ivr.settings import ENV_NAMES, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FLOW = (REPO_ROOT / "flows" / "default.yaml").read_text(encoding="utf-8")
