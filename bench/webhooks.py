@@ -44,6 +44,7 @@ from ivr.devserver import DEMO_CUSTOMERS, DemoCustomer, seed_demo_customers
 from ivr.errors import IvrError
 from ivr.flows.loader import load_flow
 from ivr.flows.schema import AuthenticateStep, Flow, IdentifyStep, MenuStep
+from ivr.processes import web_command
 from ivr.runtime import connect_redis, make_hasher
 from ivr.settings import Settings
 from ivr.simulator import (
@@ -61,7 +62,6 @@ from ivr.store.server import RedisServer, find_free_port, tail
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOWS_DIR = REPO_ROOT / "flows"
 FLOW_NAME = "default"  # the call scripts below follow flows/default.yaml
-WEB_APP = "ivr.app:create_app()"
 LOOPBACK = "127.0.0.1"
 
 TWILIO_BUDGET_S = 15.0
@@ -251,18 +251,6 @@ def percentile(sorted_values: Sequence[float], pct: float) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _no_control_socket() -> list[str]:
-    """gunicorn >= 25.1 opens a control socket in ~/.gunicorn, shared by every gunicorn of the
-    user; the benchmark needs none, so it asks for none where the option exists."""
-    from gunicorn.config import KNOWN_SETTINGS
-
-    known = any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS)
-    return ["--no-control-socket"] if known else []
-
-
-NO_CONTROL_SOCKET = _no_control_socket()
-
-
 class WebServer:
     """gunicorn with the production app on a free loopback port, logging to a file."""
 
@@ -285,13 +273,7 @@ class WebServer:
     def start(self) -> None:
         for attempt in range(1, BIND_ATTEMPTS + 1):
             self.port = find_free_port()
-            argv = [
-                sys.executable, "-m", "gunicorn",
-                "--workers", str(self.workers),
-                "--bind", f"{LOOPBACK}:{self.port}",
-                *NO_CONTROL_SOCKET,
-                WEB_APP,
-            ]  # fmt: skip
+            argv = web_command(f"{LOOPBACK}:{self.port}", self.workers)
             with self.log_path.open("ab") as log:
                 self._proc = subprocess.Popen(
                     argv,

@@ -7,7 +7,6 @@ clear line and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,19 +82,10 @@ def serve(host: str, port: int, workers: int) -> None:
     from ivr.app import load_checked_flow
 
     load_checked_flow(settings)  # fail here, in one line, rather than in every gunicorn worker
-    os.execvp(
-        sys.executable,
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--bind",
-            f"{host}:{port}",
-            "--workers",
-            str(workers),
-            "ivr.app:create_app()",
-        ],
-    )
+    from ivr.processes import web_command
+
+    argv = web_command(f"{host}:{port}", workers)
+    os.execvp(argv[0], argv)
 
 
 @cli.command()
@@ -104,7 +94,7 @@ def worker(burst: bool) -> None:
     """Run an rq worker on the `ivr` queue (one-time codes, callbacks)."""
     from rq import Worker
 
-    from ivr.devserver import QUEUE
+    from ivr.processes import QUEUE
 
     Worker([QUEUE], connection=_redis()).work(burst=burst, with_scheduler=True)
 

@@ -13,7 +13,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,13 +22,13 @@ from redis import Redis
 
 from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.errors import IvrError
+from ivr.processes import web_command, worker_command
 from ivr.settings import Settings
 from ivr.store.customers import Customer, RedisCustomerDirectory
 from ivr.store.server import RedisServer
 
 STATE_FILE = "dev.json"
 Say = Callable[[str], None]
-QUEUE = "ivr"
 
 
 @dataclass(frozen=True)
@@ -150,35 +149,9 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
         from ivr.runtime import connect_redis, make_hasher
 
         added = seed_demo_customers(connect_redis(redis_url), make_hasher(settings))
-        web = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "--bind",
-                f"{host}:{port}",
-                "--workers",
-                "2",
-                "--access-logfile",
-                "-",
-                "ivr.app:create_app()",
-            ],
-            env=env,
-        )
+        web = subprocess.Popen(web_command(f"{host}:{port}", 2, "--access-logfile", "-"), env=env)
         processes.append(web)
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rq.cli",
-                "worker",
-                "--url",
-                redis_url,
-                "--with-scheduler",
-                QUEUE,
-            ],
-            env=env,
-        )
+        worker = subprocess.Popen(worker_command(redis_url), env=env)
         processes.append(worker)
         _wait_for_http(port, web)
         base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"

@@ -17,7 +17,6 @@ import http.client
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -30,6 +29,7 @@ import pytest
 import redis
 from rq import Worker
 
+from ivr.processes import web_command, worker_command
 from ivr.store.server import RedisServer, find_free_port, tail
 
 HERE = Path(__file__).resolve().parent
@@ -38,9 +38,6 @@ FLOWS_DIR = REPO_ROOT / "flows"
 
 AUTH_TOKEN = "integration-test-token"
 PEPPER = "integration-pepper"
-QUEUE_NAME = "ivr"
-#: gunicorn app spec; the factory is called once per gunicorn worker.
-WEB_APP = "ivr.app:create_app()"
 
 WEB_START_TIMEOUT = 15.0
 WORKER_START_TIMEOUT = 15.0
@@ -249,13 +246,7 @@ def start_web(
     directory = _log_dir(log_dir)
     for attempt in range(1, _BIND_ATTEMPTS + 1):
         port = find_free_port()
-        argv = [
-            sys.executable, "-m", "gunicorn",
-            "--bind", f"127.0.0.1:{port}",
-            "--workers", "1",
-            "--access-logfile", "-",
-            WEB_APP,
-        ]  # fmt: skip
+        argv = web_command(f"127.0.0.1:{port}", 1, "--access-logfile", "-")
         proc = WebProcess(argv, env, directory / f"web-{port}.log", port)
         try:
             proc.wait_ready()
@@ -281,13 +272,7 @@ def start_worker(
     depend on the venv's bin/ being on PATH.
     """
     name = f"ivr-it-{uuid.uuid4().hex[:12]}"
-    argv = [
-        sys.executable, "-m", "rq.cli", "worker",
-        "--url", redis_url,
-        "--with-scheduler",
-        "--name", name,
-        QUEUE_NAME,
-    ]  # fmt: skip
+    argv = worker_command(redis_url, "--name", name)
     env = service_env(redis_url, env_extra, auth_token=auth_token)
     proc = WorkerProcess(argv, env, _log_dir(log_dir) / f"{name}.log", name, redis_url)
     proc.wait_registered()
