@@ -7,6 +7,7 @@ clear line and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,33 +148,75 @@ def call(
     confidence: float,
     verbose: bool,
 ) -> None:
-    """Play a phone call the way Twilio would: signed requests, keypad and speech."""
-    from ivr.simulator import CallPlayer, scripted
+    """Play a phone call the way Twilio would: signed requests, keypad and speech.
 
-    token, transport, base = _call_target(base_url, in_process)
-    source = (
-        scripted(*(_parse_input(i, confidence) for i in inputs))
-        if inputs
-        else (_Interactive(confidence))
+    Texts, emails and calls sent to the customer show up as they arrive; `code` keys in the
+    latest code received, and a call back to the number on file is answered.
+    """
+    from ivr.outbox import Outbox
+    from ivr.simulator import CallPlayer
+    from ivr.simulator.phone import Phone
+
+    target = _call_target(base_url, in_process)
+    phone = Phone(Outbox(target.outbox))
+    echo = _print_event if verbose else _print_quietly
+    source: _Caller = (
+        _Scripted(list(inputs), confidence, phone) if inputs else _Interactive(confidence, phone)
     )
     player = CallPlayer(
-        transport,
-        base,
-        token,
+        target.transport,
+        target.base_url,
+        target.token,
         from_number=from_number,
         to_number=to_number,
-        observer=_print_event if verbose else _print_quietly,
+        observer=echo,
     )
     result = player.play(source)
+    _raise_for_error(result)
+    if result.outcome == "hung_up" and source.expects_call_back(result.heard):
+        click.echo("(waiting for a call back to the number on file...)")
+        ring = phone.wait_for_call(timeout=15)
+        source.show_arrivals()
+        if ring is None:
+            raise IvrError("no call back arrived within 15 s; is the worker running?")
+        click.echo(f"(you answer the call from {ring.to})")
+        back = CallPlayer(
+            target.transport,
+            target.base_url,
+            target.token,
+            call_sid=ring.call_sid,
+            voice_path="/voice/callback",
+            from_number=target.caller_id,
+            to_number=ring.to,
+            extra_params={"Direction": "outbound-api"},
+            observer=echo,
+        )
+        _raise_for_error(back.play(source))
+
+
+def _raise_for_error(result: Any) -> None:
     if result.outcome == "error":
         raise IvrError(f"the service answered {result.error_status}: {result.error}")
 
 
-def _call_target(base_url: str | None, in_process: bool) -> tuple[str, Any, str]:
+class _Target:
+    def __init__(
+        self, token: str, transport: Any, base_url: str, outbox: Path, caller_id: str
+    ) -> None:
+        self.token = token
+        self.transport = transport
+        self.base_url = base_url
+        self.outbox = outbox
+        self.caller_id = caller_id
+
+
+def _call_target(base_url: str | None, in_process: bool) -> _Target:
     from ivr.simulator import HttpTransport, WsgiTransport
 
     settings = _settings()
     state = _dev_state()
+    outbox = Path(state.outbox) if state else settings.outbox
+    caller_id = settings.caller_id or "+15005550001"
     if in_process:
         from ivr.app import create_app
 
@@ -184,48 +227,80 @@ def _call_target(base_url: str | None, in_process: bool) -> tuple[str, Any, str]
         app = create_app(
             settings.model_copy(update={"twilio_auth_token": token, "redis_url": redis_url})
         )
-        return token, WsgiTransport(app), "http://localhost"
+        return _Target(token, WsgiTransport(app), "http://localhost", outbox, caller_id)
     if base_url is None:
         if state is None:
             raise IvrError(
                 "no running `ivr dev` found; start it, or pass --url and set TWILIO_AUTH_TOKEN"
             )
-        return state.auth_token, HttpTransport(), state.base_url
+        return _Target(state.auth_token, HttpTransport(), state.base_url, outbox, caller_id)
     token = settings.twilio_auth_token or (state.auth_token if state else None)
     if not token:
         raise IvrError("TWILIO_AUTH_TOKEN: not set; requests must be signed like Twilio's")
-    return token, HttpTransport(), base_url.rstrip("/")
+    return _Target(token, HttpTransport(), base_url.rstrip("/"), outbox, caller_id)
 
 
-def _parse_input(text: str, confidence: float) -> Any:
-    from ivr.simulator import Keys, Speech
+class _Caller:
+    """What the person playing the caller does; shows what reached their phone meanwhile."""
 
-    text = text.strip()
-    if text in ("", "silence"):
-        return None
-    if text.lower().startswith("say:"):
-        return Speech(text[4:].strip(), confidence)
-    return Keys(text)
-
-
-class _Interactive:
-    """Asks the person at the terminal, at each prompt, what the caller does."""
-
-    def __init__(self, confidence: float) -> None:
+    def __init__(self, confidence: float, phone: Any) -> None:
         self.confidence = confidence
+        self.phone = phone
+
+    def show_arrivals(self) -> None:
+        from ivr.simulator.phone import describe
+
+        for message in self.phone.arrivals():
+            click.echo(describe(message))
+
+    def parse(self, text: str) -> Any:
+        from ivr.simulator import Keys, Speech
+
+        text = text.strip()
+        if text in ("", "silence"):
+            return None
+        if text.lower().startswith("say:"):
+            return Speech(text[4:].strip(), self.confidence)
+        if text.removesuffix("#") == "code":
+            code = self.phone.latest_code()
+            if code is None:
+                raise IvrError("`code`: no text or email with a code has arrived yet")
+            return Keys(code + text.removeprefix("code"))
+        return Keys(text)
+
+    def expects_call_back(self, heard: list[str]) -> bool:
+        return bool(heard) and "call you back" in heard[-1].lower()
+
+
+class _Scripted(_Caller):
+    def __init__(self, inputs: list[str], confidence: float, phone: Any) -> None:
+        super().__init__(confidence, phone)
+        self.inputs = inputs
 
     def __call__(self, gather: Any, heard_so_far: list[str]) -> Any:
+        self.show_arrivals()
+        if not self.inputs:
+            raise IvrError("the IVR asked for more input than the -i answers given")
+        return self.parse(self.inputs.pop(0))
+
+    def expects_call_back(self, heard: list[str]) -> bool:
+        return bool(self.inputs)
+
+
+class _Interactive(_Caller):
+    def __call__(self, gather: Any, heard_so_far: list[str]) -> Any:
+        self.show_arrivals()
         ways = []
         if gather.accepts_dtmf:
-            ways.append("press keys (e.g. 1234#)")
+            ways.append("keys like 1234#, or code#")
         if gather.accepts_speech:
             ways.append("say:<words>")
         hint = " or ".join(ways) + ", or Enter for silence"
         while True:
             answer = click.prompt(f"  you [{hint}]", default="", show_default=False)
             try:
-                return _parse_input(answer, self.confidence)
-            except ValueError as exc:
+                return self.parse(answer)
+            except (ValueError, IvrError) as exc:
                 click.echo(f"  ({exc})")
 
 
@@ -234,8 +309,25 @@ def _print_event(kind: str, line: str) -> None:
 
 
 def _print_quietly(kind: str, line: str) -> None:
-    if kind != "request":
+    if kind not in ("request", "pause"):
         click.echo(line)
+
+
+@cli.command()
+@click.option("-n", "--limit", type=int, default=10, show_default=True)
+def outbox(limit: int) -> None:
+    """Show what would have been sent (texts, emails, calls), newest first."""
+    from ivr.outbox import Outbox
+    from ivr.simulator.phone import describe
+
+    state = _dev_state()
+    path = Path(state.outbox) if state else _settings().outbox
+    messages = Outbox(path).messages()[::-1][:limit]
+    if not messages:
+        click.echo(f"(the outbox at {path} is empty)")
+    for message in messages:
+        stamp = time.strftime("%H:%M:%S", time.localtime(message.at))
+        click.echo(f"{stamp}  {describe(message)}")
 
 
 @cli.group()

@@ -69,6 +69,8 @@ class DevState:
     base_url: str
     auth_token: str
     redis_url: str
+    outbox: str
+    api_token: str
 
     @classmethod
     def read(cls, data_dir: Path) -> DevState | None:
@@ -83,9 +85,10 @@ class DevState:
         path.chmod(0o600)
 
 
-def dev_token(data_dir: Path) -> str:
-    """A random auth token kept across restarts, so a running `ivr call` keeps working."""
-    path = data_dir / "auth-token"
+def dev_secret(data_dir: Path, name: str) -> str:
+    """A random secret kept across restarts (auth token, code key), so what a running
+    `ivr call` holds, and the codes already sent, keep working."""
+    path = data_dir / name
     if path.is_file():
         return path.read_text().strip()
     token = secrets.token_hex(16)
@@ -129,6 +132,9 @@ def _wait_for_http(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> 
 
 def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> None:
     """Start everything, then wait for Ctrl-C and stop it all."""
+    from ivr.app import load_checked_flow
+
+    load_checked_flow(settings)  # a bad flow stops here, in one line, before anything starts
     data_dir.mkdir(parents=True, exist_ok=True)
     redis_server: RedisServer | None = None
     processes: list[subprocess.Popen] = []
@@ -138,13 +144,18 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
             redis_server = RedisServer(data_dir / "redis")
             redis_url = redis_server.start()
             say(f"redis-server started on {redis_url} (data in {data_dir / 'redis'})")
-        token = settings.twilio_auth_token or dev_token(data_dir)
+        token = settings.twilio_auth_token or dev_secret(data_dir, "auth-token")
+        api_token = settings.api_token or dev_secret(data_dir, "api-token")
+        outbox = settings.outbox if settings.outbox.is_absolute() else Path.cwd() / settings.outbox
         env = {
             **os.environ,
             "REDIS_URL": redis_url,
             "TWILIO_AUTH_TOKEN": token,
             "IVR_FLOWS_DIR": str(settings.flows_dir.resolve()),
             "IVR_FLOW": settings.flow,
+            "IVR_CODE_KEY": settings.code_key or dev_secret(data_dir, "code-key"),
+            "IVR_API_TOKEN": api_token,
+            "IVR_OUTBOX": str(outbox),
         }
         from ivr.runtime import connect_redis, make_hasher
 
@@ -155,7 +166,7 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
         processes.append(worker)
         _wait_for_http(port, web)
         base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-        DevState(base_url, token, redis_url).write(data_dir)
+        DevState(base_url, token, redis_url, str(outbox), api_token).write(data_dir)
         _banner(say, base_url, added)
         _wait(processes)
     finally:

@@ -8,14 +8,17 @@ from flask import current_app
 from redis import Redis
 
 from ivr.auth.knowledge import SecretHasher
+from ivr.auth.possession import CodePolicy, Possession
 from ivr.auth.verifier import Verifier
 from ivr.flows.engine import Engine
 from ivr.flows.schema import Flow
 from ivr.settings import Settings
 from ivr.store.audit import AuditLog
+from ivr.store.codes import SendLimiter, SendLimits
 from ivr.store.counters import FailureCounter
 from ivr.store.customers import RedisCustomerDirectory
 from ivr.store.sessions import SessionStore
+from ivr.twilio_api import TwilioVerify, make_client
 
 EXTENSION = "ivr"
 
@@ -30,14 +33,16 @@ class Runtime:
     customers: RedisCustomerDirectory
     hasher: SecretHasher
     audit: AuditLog
+    possession: Possession
 
 
 def build_runtime(settings: Settings, redis: Redis, flow: Flow) -> Runtime:
     customers = RedisCustomerDirectory(redis)
     hasher = make_hasher(settings)
     audit = AuditLog(redis)
+    possession = make_possession(settings, redis, customers, audit)
     verifier = Verifier(
-        customers, hasher, FailureCounter(redis), audit, settings.account_max_failures
+        customers, hasher, FailureCounter(redis), audit, settings.account_max_failures, possession
     )
     return Runtime(
         settings=settings,
@@ -48,7 +53,35 @@ def build_runtime(settings: Settings, redis: Redis, flow: Flow) -> Runtime:
         customers=customers,
         hasher=hasher,
         audit=audit,
+        possession=possession,
     )
+
+
+def make_possession(
+    settings: Settings, redis: Redis, customers: RedisCustomerDirectory, audit: AuditLog
+) -> Possession:
+    policy = CodePolicy(
+        key=settings.code_key,
+        digits=settings.code_digits,
+        ttl=settings.code_ttl,
+        service_digits=settings.service_code_digits,
+        service_ttl=settings.service_code_ttl,
+    )
+    limits = SendLimits(
+        account=settings.send_limit_account,
+        destination=settings.send_limit_destination,
+        prefix=settings.send_limit_prefix,
+        window=settings.send_window,
+    )
+    verify = {
+        method: TwilioVerify(make_client(settings), settings.verify_service_sid or "")
+        for method, backend in (
+            ("sms_otp", settings.sms_backend),
+            ("email_otp", settings.email_backend),
+        )
+        if backend == "verify"
+    }
+    return Possession(redis, customers, policy, SendLimiter(redis, limits), audit, verify)
 
 
 def make_hasher(settings: Settings) -> SecretHasher:

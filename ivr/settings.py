@@ -7,12 +7,19 @@ the service at start-up rather than weaken it at 3 a.m.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ivr.errors import SettingsError
+
+
+def _default_flows() -> Path:
+    """`./flows` when there is one, else the flows shipped beside the package (a checkout)."""
+    here = Path("flows")
+    shipped = Path(__file__).resolve().parent.parent / "flows"
+    return here if here.is_dir() or not shipped.is_dir() else shipped
 
 
 def _env(name: str) -> AliasChoices:
@@ -29,7 +36,9 @@ class Settings(BaseSettings):
 
     redis_url: str | None = Field(default=None, validation_alias=_env("REDIS_URL"))
     twilio_auth_token: str | None = Field(default=None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
-    flows_dir: Path = Field(default=Path("flows"), validation_alias=_env("IVR_FLOWS_DIR"))
+    flows_dir: Path = Field(
+        default_factory=lambda: _default_flows(), validation_alias=_env("IVR_FLOWS_DIR")
+    )
     flow: str = Field(
         default="default", pattern=r"^[a-z][a-z0-9_-]{0,47}$", validation_alias=_env("IVR_FLOW")
     )
@@ -55,6 +64,67 @@ class Settings(BaseSettings):
     argon2_time_cost: Annotated[int, Field(ge=1, le=10)] = Field(
         default=2, validation_alias=_env("IVR_ARGON2_TIME_COST")
     )
+    # One-time codes, service codes and their delivery (possession factors).
+    code_key: str | None = Field(default=None, min_length=16, validation_alias=_env("IVR_CODE_KEY"))
+    code_digits: Annotated[int, Field(ge=6, le=10)] = Field(
+        default=6, validation_alias=_env("IVR_CODE_DIGITS")
+    )
+    code_ttl: Annotated[int, Field(ge=60, le=600)] = Field(
+        default=600, validation_alias=_env("IVR_CODE_TTL")
+    )
+    send_limit_account: Annotated[int, Field(ge=1, le=50)] = Field(
+        default=5, validation_alias=_env("IVR_SEND_LIMIT_ACCOUNT")
+    )
+    send_limit_destination: Annotated[int, Field(ge=1, le=50)] = Field(
+        default=5, validation_alias=_env("IVR_SEND_LIMIT_DESTINATION")
+    )
+    send_limit_prefix: Annotated[int, Field(ge=1, le=100000)] = Field(
+        default=200, validation_alias=_env("IVR_SEND_LIMIT_PREFIX")
+    )
+    send_window: Annotated[int, Field(ge=60, le=86400)] = Field(
+        default=600, validation_alias=_env("IVR_SEND_WINDOW")
+    )
+    service_code_digits: Annotated[int, Field(ge=6, le=10)] = Field(
+        default=8, validation_alias=_env("IVR_SERVICE_CODE_DIGITS")
+    )
+    service_code_ttl: Annotated[int, Field(ge=300, le=7 * 86400)] = Field(
+        default=86400, validation_alias=_env("IVR_SERVICE_CODE_TTL")
+    )
+    api_token: str | None = Field(
+        default=None, min_length=16, validation_alias=_env("IVR_API_TOKEN")
+    )
+    sms_backend: Literal["outbox", "twilio", "verify"] = Field(
+        default="outbox", validation_alias=_env("IVR_SMS_BACKEND")
+    )
+    email_backend: Literal["outbox", "smtp", "verify"] = Field(
+        default="outbox", validation_alias=_env("IVR_EMAIL_BACKEND")
+    )
+    call_backend: Literal["outbox", "twilio"] = Field(
+        default="outbox", validation_alias=_env("IVR_CALL_BACKEND")
+    )
+    outbox: Path = Field(default=Path(".ivr/outbox.jsonl"), validation_alias=_env("IVR_OUTBOX"))
+    twilio_account_sid: str | None = Field(
+        default=None, pattern=r"^AC[0-9a-fA-F]{32}$", validation_alias=_env("TWILIO_ACCOUNT_SID")
+    )
+    sms_from: str | None = Field(
+        default=None,
+        pattern=r"^(\+[1-9][0-9]{6,14}|MG[0-9a-fA-F]{32})$",
+        validation_alias=_env("IVR_SMS_FROM"),
+    )
+    caller_id: str | None = Field(
+        default=None, pattern=r"^\+[1-9][0-9]{6,14}$", validation_alias=_env("IVR_CALLER_ID")
+    )
+    verify_service_sid: str | None = Field(
+        default=None,
+        pattern=r"^VA[0-9a-fA-F]{32}$",
+        validation_alias=_env("TWILIO_VERIFY_SERVICE_SID"),
+    )
+    smtp_url: str | None = Field(
+        default=None, pattern=r"^smtps?://", validation_alias=_env("IVR_SMTP_URL")
+    )
+    email_from: str | None = Field(default=None, validation_alias=_env("IVR_EMAIL_FROM"))
+    brand: str = Field(default="Example Bank", max_length=40, validation_alias=_env("IVR_BRAND"))
+
     apology: str = Field(
         default="We are sorry, we cannot take your call right now. Please try again later, "
         "or sign in to our website. Goodbye.",
@@ -71,7 +141,9 @@ ENV_NAMES = {
     name: field.validation_alias.choices[0]  # type: ignore[union-attr]
     for name, field in Settings.model_fields.items()
 }
-SECRET_VARIABLES = frozenset({"TWILIO_AUTH_TOKEN", "IVR_PEPPER"})
+SECRET_VARIABLES = frozenset(
+    {"TWILIO_AUTH_TOKEN", "IVR_PEPPER", "IVR_CODE_KEY", "IVR_API_TOKEN", "IVR_SMTP_URL"}
+)
 
 
 def load_settings(**overrides: object) -> Settings:

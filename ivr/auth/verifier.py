@@ -1,23 +1,27 @@
-"""Checks a knowledge secret for a call: the per-account lockout, the hash, the audit trail.
+"""Checks one authentication attempt for a call: lockout, the factor itself, the audit trail.
 
 Every outcome that is not a match (unknown account, factor not set, factor locked, garbled
-input, wrong secret) costs the same argon2 work and returns the same False, so a caller cannot
-tell them apart.
+input, wrong secret or code) returns the same False, and the knowledge factors cost the same
+argon2 work either way, so a caller cannot tell them apart.
 """
 
 from __future__ import annotations
 
 from ivr.assurance import factor_of
 from ivr.auth.knowledge import SecretHasher
-from ivr.flows.engine import CallState
+from ivr.auth.possession import Possession
+from ivr.flows.engine import CALLBACK_CONFIRM, CallState, Delivery, DeliveryStatus
+from ivr.flows.schema import CODE_METHODS
 from ivr.store.audit import AuditLog
 from ivr.store.counters import FailureCounter
-from ivr.store.customers import CustomerDirectory
+from ivr.store.customers import Customer, CustomerDirectory
 
 KNOWLEDGE_METHODS = ("pin", "passcode")
 
 
 class Verifier:
+    """The engine's `Ports`: the one place an attempt is judged, counted and audited."""
+
     def __init__(
         self,
         directory: CustomerDirectory,
@@ -25,28 +29,36 @@ class Verifier:
         counter: FailureCounter,
         audit: AuditLog,
         max_account_failures: int,
+        possession: Possession,
     ) -> None:
         self.directory = directory
         self.hasher = hasher
         self.counter = counter
         self.audit = audit
         self.max_account_failures = max_account_failures
+        self.possession = possession
 
     def account_for_caller(self, caller: str) -> str | None:
         accounts = self.directory.accounts_for_phone(caller)
         return accounts[0] if len(accounts) == 1 else None
 
+    def request_code(self, state: CallState, method: str) -> Delivery:
+        return self.possession.request_code(state, method)
+
+    def delivery_status(self, state: CallState, method: str) -> DeliveryStatus:
+        return self.possession.delivery_status(state, method)
+
+    def request_callback(self, state: CallState, step: str) -> Delivery:
+        return self.possession.request_callback(state, step)
+
     def verify(self, state: CallState, method: str, answer: str | None) -> bool:
-        if method not in KNOWLEDGE_METHODS:
-            raise ValueError(f"{method} is not a knowledge factor")
         customer = self.directory.get(state.account or "")
-        stored = customer.secret_hash(method) if customer else None
         locked = (
-            bool(customer)
+            customer is not None
             and self.counter.count(customer.account, method) >= self.max_account_failures
         )
-        usable = answer is not None and not locked
-        matched = self.hasher.verify(stored if usable else None, answer or "")
+        usable = None if locked else answer
+        matched = self._matches(state, method, customer, usable)
         outcome = "success" if matched else ("locked" if locked else "failure")
         if customer is not None:
             if matched:
@@ -66,3 +78,20 @@ class Verifier:
             detail=factor_of(method).value,
         )
         return matched
+
+    def _matches(
+        self, state: CallState, method: str, customer: Customer | None, answer: str | None
+    ) -> bool:
+        if method in KNOWLEDGE_METHODS:
+            stored = customer.secret_hash(method) if customer else None
+            return self.hasher.verify(stored if answer is not None else None, answer or "")
+        if method in CODE_METHODS:
+            return self.possession.check_code(state, method, customer, answer)
+        if method == "service_code":
+            return customer is not None and self.possession.check_service_code(
+                customer.account, answer
+            )
+        if method == "callback":
+            # Only a call placed by the worker to the number on file carries `via_callback`.
+            return state.via_callback and answer == CALLBACK_CONFIRM
+        raise ValueError(f"unknown method {method}")

@@ -11,11 +11,12 @@ import difflib
 from collections import deque
 from dataclasses import dataclass
 
-from ivr.assurance import Assurance, derive
+from ivr.assurance import Assurance, Factor, derive, factor_of
 from ivr.errors import Problem
 from ivr.flows.loader import Marks, dotted
 from ivr.flows.prompts import ALLOWED_FIELDS, placeholders, unbalanced
 from ivr.flows.schema import (
+    PROMPT_FIELDS,
     AuthenticateStep,
     EnqueueStep,
     Flow,
@@ -28,8 +29,6 @@ from ivr.flows.schema import (
 
 _State = tuple[str, "_Knowledge"]
 _Seen = dict[_State, tuple[_State, str] | None]
-
-PROMPT_FIELDS = ("say", "prompt", "reprompt", "failure_prompt")
 
 
 @dataclass(frozen=True)
@@ -179,9 +178,13 @@ class _Checker:
     def _door(self) -> None:
         seen = self._walk(self.flow.start, _Knowledge())
         reported: set[str] = set()
+        possession: dict[str, set[str]] = {}
         for state in seen:
             step_id, know = state
             step = self.flow.steps[step_id]
+            if isinstance(step, EnqueueStep) and step.required is Assurance.two_factor:
+                held = {m for m in know.methods if factor_of(m) is Factor.possession}
+                possession.setdefault(step_id, set()).update(held)
             if (
                 isinstance(step, EnqueueStep)
                 and know.level < step.required
@@ -206,6 +209,16 @@ class _Checker:
                     ("steps", step_id),
                     f"authenticates a caller who has not claimed an account, by {route}",
                     "put an `identify` step before it",
+                )
+
+        for step_id, held in possession.items():
+            if held == {"email_otp"}:
+                self._add(
+                    ("steps", step_id, "requires"),
+                    "email is the only possession factor offered for this two_factor queue; "
+                    "NIST SP 800-63B rev 4 no longer accepts email as an out-of-band authenticator",
+                    "offer sms_otp, callback or service_code as well",
+                    severity="warning",
                 )
 
     def _failure_route_never_transfers(self) -> None:

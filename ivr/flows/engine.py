@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from ivr.assurance import Assurance, derive
 from ivr.auth.speech import normalise_passcode
 from ivr.flows.prompts import fill
 from ivr.flows.schema import (
+    CODE_METHODS,
+    DELIVERED_METHODS,
     AuthenticateStep,
     EnqueueStep,
     Flow,
@@ -45,6 +47,9 @@ class CallState:
     proofs: list[str] = field(default_factory=list)
     failures: int = 0
     ended: bool = False
+    holding: bool = False  # waiting for the worker to deliver a code
+    waited: int = 0  # seconds held so far for the current delivery
+    via_callback: bool = False  # this call is the call back to the number on file
 
     @property
     def assurance(self) -> Assurance:
@@ -89,6 +94,14 @@ class Ask:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """Keep the caller on the line for `seconds`, then ask whether the code has gone out."""
+
+    step: str
+    seconds: int
+
+
+@dataclass(frozen=True)
 class Enqueue:
     step: str
     queue: str
@@ -99,7 +112,12 @@ class Hangup:
     pass
 
 
-Action = Say | Ask | Enqueue | Hangup
+Action = Say | Ask | Hold | Enqueue | Hangup
+Delivery = Literal["queued", "unavailable"]
+DeliveryStatus = Literal["pending", "sent", "failed"]
+POLL_SECONDS = 2
+RESEND_KEY = "*"
+CALLBACK_CONFIRM = "1"
 
 
 class Ports(Protocol):
@@ -115,6 +133,15 @@ class Ports(Protocol):
         Unknown accounts and locked factors simply return False.
         """
 
+    def request_code(self, state: CallState, method: str) -> Delivery:
+        """Ask the worker to make and send a one-time code to the destination on file."""
+
+    def delivery_status(self, state: CallState, method: str) -> DeliveryStatus:
+        """How the latest request_code for this call and method went."""
+
+    def request_callback(self, state: CallState, step: str) -> Delivery:
+        """Ask the worker to call the number on file; the call back is answered at `step`."""
+
 
 class Engine:
     def __init__(self, flow: Flow, ports: Ports) -> None:
@@ -128,7 +155,7 @@ class Engine:
         """Say the current question again, e.g. for a stale or replayed request."""
         if state.ended:
             return [Hangup()]
-        return self._enter(state, state.step, [], reset_tries=False)
+        return self._enter(state, state.step, [], fresh=False)
 
     def answer(self, state: CallState, given: CallerInput) -> list[Action]:
         if state.ended:
@@ -142,6 +169,24 @@ class Engine:
             return self._identify(state, step, given)
         assert isinstance(step, AuthenticateStep)
         return self._authenticate(state, step, given)
+
+    def answer_callback(self, state: CallState) -> list[Action]:
+        """The customer picked up the call back: greet them at the callback step."""
+        return self._enter(state, state.step, [])
+
+    def poll(self, state: CallState) -> list[Action]:
+        """The caller has held for a while: ask the code, hold on, or offer another way."""
+        step = self.flow.steps.get(state.step)
+        if state.ended or not state.holding or not isinstance(step, AuthenticateStep):
+            return self.repeat(state)
+        status = self.ports.delivery_status(state, step.method)
+        if status == "sent":
+            state.holding, state.tries = False, 0
+            return [self._ask(state, state.step, step)]
+        state.waited += POLL_SECONDS
+        if status == "failed" or state.waited >= step.max_wait:
+            return self._unavailable(state, step)
+        return [Hold(state.step, POLL_SECONDS)]
 
     def _menu(self, state: CallState, step: MenuStep, given: CallerInput) -> list[Action]:
         spoken = _words(given.speech or "")
@@ -170,9 +215,21 @@ class Engine:
     def _authenticate(
         self, state: CallState, step: AuthenticateStep, given: CallerInput
     ) -> list[Action]:
+        if state.holding:
+            return [Hold(state.step, POLL_SECONDS)]  # keys pressed while on hold
         if given.empty:
             return self._retry(state, step)
-        ok = self.ports.verify(state, step.method, _answer(step, given))
+        if step.method in CODE_METHODS and given.digits == RESEND_KEY:
+            # A new code; the failures so far still count (NIST 800-63B rev 4, 3.1.3).
+            return self._enter(state, state.step, [])
+        if step.method == "callback":
+            confirmed = state.via_callback and given.digits == CALLBACK_CONFIRM
+            answer = CALLBACK_CONFIRM if confirmed else None
+            if not confirmed and not state.via_callback:
+                return [Hangup()]
+            ok = self.ports.verify(state, step.method, answer)
+        else:
+            ok = self.ports.verify(state, step.method, _answer(step, given))
         if ok:
             if step.method not in state.proofs:
                 state.proofs.append(step.method)
@@ -181,19 +238,31 @@ class Engine:
         if state.failures >= self.flow.authentication.max_failures:
             return self._enter(state, self.flow.authentication.failure_route, [])
         said = [Say(self._text(state, step.failure_prompt))]
-        return self._enter(state, step.on_failure or state.step, said)
+        if step.on_failure:
+            return self._enter(state, step.on_failure, said)
+        return self._enter(state, state.step, said, fresh=False)
+
+    def _unavailable(self, state: CallState, step: AuthenticateStep) -> list[Action]:
+        state.holding = False
+        assert step.on_unavailable is not None  # the schema demands it for delivered methods
+        return self._enter(
+            state, step.on_unavailable, [Say(self._text(state, step.unavailable_prompt))]
+        )
 
     def _retry(self, state: CallState, step: GatherOptions) -> list[Action]:
         state.tries += 1
         if state.tries >= step.max_tries:
             return self._enter(state, step.on_exhausted, [])
-        return self._enter(
-            state, state.step, [Say(self._text(state, step.reprompt))], reset_tries=False
-        )
+        return self._enter(state, state.step, [Say(self._text(state, step.reprompt))], fresh=False)
 
     def _enter(
-        self, state: CallState, step_id: str, said: list[Action], *, reset_tries: bool = True
+        self, state: CallState, step_id: str, said: list[Action], *, fresh: bool = True
     ) -> list[Action]:
+        """Walk from `step_id` until the caller must answer or the call ends.
+
+        `fresh` is False when the same question is asked again (a retry or a replayed request):
+        then nothing is sent again and the tries so far stand.
+        """
         actions = list(said)
         for _ in range(MAX_HOPS):
             step = self.flow.steps[step_id]
@@ -219,12 +288,32 @@ class Engine:
                 state.step, state.ended = step_id, True
                 return actions
             else:
-                if reset_tries or step_id != state.step:
+                assert isinstance(step, GatherOptions)
+                fresh = fresh or step_id != state.step
+                if fresh:
                     state.tries = 0
                 state.step = step_id
+                if isinstance(step, AuthenticateStep) and step.method in DELIVERED_METHODS:
+                    return actions + self._deliver(state, step, fresh)
                 actions.append(self._ask(state, step_id, step))
                 return actions
         return self._end(state, step_id, actions)
+
+    def _deliver(self, state: CallState, step: AuthenticateStep, fresh: bool) -> list[Action]:
+        if not fresh:
+            if state.holding:
+                return [Hold(state.step, POLL_SECONDS)]
+            return [self._ask(state, state.step, step)]
+        if step.method == "callback" and state.via_callback:
+            return [self._ask(state, state.step, step)]
+        if step.method == "callback":
+            if self.ports.request_callback(state, state.step) == "unavailable":
+                return self._unavailable(state, step)
+            return self._end(state, state.step, [Say(self._text(state, step.prompt))])
+        if self.ports.request_code(state, step.method) == "unavailable":
+            return self._unavailable(state, step)
+        state.holding, state.waited = True, 0
+        return [Say(self._text(state, step.hold_prompt)), Hold(state.step, POLL_SECONDS)]
 
     def _may_enter(self, state: CallState, step: EnqueueStep) -> bool:
         spent = state.failures >= self.flow.authentication.max_failures
@@ -244,6 +333,9 @@ class Engine:
             )
         if isinstance(step, AuthenticateStep) and step.method == "passcode":
             return Ask(step_id, "speech", prompt, None, None, step.timeout, True)
+        if isinstance(step, AuthenticateStep) and step.method == "callback":
+            answer = self._text(state, step.answer_prompt)
+            return Ask(step_id, "dtmf", answer, None, 1, step.timeout)
         return Ask(step_id, "dtmf", prompt, "#", None, step.timeout)
 
     def _text(self, state: CallState, template: str) -> str:

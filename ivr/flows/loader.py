@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from ivr.errors import FlowDefinitionError, Problem
 from ivr.flows.schema import STEP_KINDS, Flow
 
-_STEP_REFS = {"start", "next", "on_exhausted", "on_failure", "failure_route"}
+_STEP_REFS = {"start", "next", "on_exhausted", "on_failure", "on_unavailable", "failure_route"}
 _PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 Marks = dict[tuple[str | int, ...], tuple[int, int]]
 MAX_FLOW_BYTES = 512 * 1024

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
-from ivr.flows.engine import Action, Ask, Enqueue, Hangup, Say
+from ivr.flows.engine import Action, Ask, Enqueue, Hangup, Hold, Say
 from ivr.flows.schema import Flow
 
-ActionUrl = Callable[[str], str]
-"""Builds the URL a Gather posts to, from the step it asks for."""
+ActionUrl = Callable[[str, bool], str]
+"""Builds the URL Twilio comes back to: a step's answer URL, or (True) its poll URL."""
 
 
 def render(actions: list[Action], flow: Flow, action_url: ActionUrl) -> str:
@@ -20,7 +20,7 @@ def render(actions: list[Action], flow: Flow, action_url: ActionUrl) -> str:
         if isinstance(action, Say):
             response.say(action.text, language=flow.language, **voice)
         elif isinstance(action, Ask):
-            url = action_url(action.step)
+            url = action_url(action.step, False)
             options: dict[str, object] = {
                 "input": action.input,
                 "action": url,
@@ -41,6 +41,9 @@ def render(actions: list[Action], flow: Flow, action_url: ActionUrl) -> str:
             response.append(gather)
             # Silence: Twilio moves on to the next verb, which comes back to the same question.
             response.redirect(url, method="POST")
+        elif isinstance(action, Hold):
+            response.pause(length=action.seconds)
+            response.redirect(action_url(action.step, True), method="POST")
         elif isinstance(action, Enqueue):
             response.enqueue(action.queue)
         elif isinstance(action, Hangup):

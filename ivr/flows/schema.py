@@ -20,6 +20,15 @@ Method = Literal["pin", "passcode", "sms_otp", "email_otp", "callback", "service
 assert set(Method.__args__) == set(METHODS)  # type: ignore[attr-defined]
 
 
+# Factors the worker delivers: the caller holds (codes) or hangs up (callback) meanwhile.
+DELIVERED_METHODS = ("sms_otp", "email_otp", "callback")
+CODE_METHODS = ("sms_otp", "email_otp")
+PROMPT_FIELDS = (
+    "say", "prompt", "reprompt", "failure_prompt", "hold_prompt", "unavailable_prompt",
+    "answer_prompt",
+)  # fmt: skip
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -105,6 +114,9 @@ class IdentifyStep(GatherOptions):
 
 
 class AuthenticateStep(GatherOptions):
+    """Checks one factor. For `callback`, `prompt` is said before the call ends, and
+    `answer_prompt` greets the customer on the call back."""
+
     kind: Literal["authenticate"]
     method: Method
     failure_prompt: str = "That did not match our records."
@@ -112,6 +124,21 @@ class AuthenticateStep(GatherOptions):
     next: StepId
     # Where a failed attempt leads while the call's budget lasts; default: ask again.
     on_failure: StepId | None = None
+    # Factors the worker delivers (codes, callback): holding, and the way out if delivery fails.
+    hold_prompt: str = "Please hold while we send your code."
+    unavailable_prompt: str = "Sorry, we could not send that right now."
+    on_unavailable: StepId | None = None
+    max_wait: int = Field(default=12, ge=2, le=30)
+    answer_prompt: str = "Hello, this is the call back you asked for. To continue, press 1."
+
+    @model_validator(mode="after")
+    def _delivery_can_fail(self) -> AuthenticateStep:
+        if self.method in DELIVERED_METHODS and self.on_unavailable is None:
+            raise ValueError(
+                f"method `{self.method}` needs `on_unavailable:`, the step to go to when "
+                "delivery fails or is capped"
+            )
+        return self
 
 
 class EnqueueStep(Strict):
@@ -155,7 +182,7 @@ class Flow(Strict):
         """Every (field, target step) leaving `step_id`, for the graph checks and the engine."""
         step = self.steps[step_id]
         out: list[tuple[str, str]] = []
-        for name in ("next", "on_exhausted", "on_failure"):
+        for name in ("next", "on_exhausted", "on_failure", "on_unavailable"):
             target = getattr(step, name, None)
             if target:
                 out.append((name, target))

@@ -233,9 +233,12 @@ class CallPlayer:
         max_requests: int = 100,
         send_status: bool = True,
         observer: Observer | None = None,
+        pause_scale: float = 1.0,
     ) -> None:
         """`base_url` is the public URL Twilio is configured with (scheme, host, any prefix);
-        `voice_path` and `status_path` are appended to it unless they are absolute URLs."""
+        `voice_path` and `status_path` are appended to it unless they are absolute URLs.
+        `<Pause>` really waits, times `pause_scale` (0 for tests with nothing to wait for): a
+        caller on hold gives the worker time to deliver a code."""
         if max_requests < 1:
             raise ValueError("max_requests must be at least 1")
         self.transport = transport
@@ -250,6 +253,7 @@ class CallPlayer:
         self.max_requests = max_requests
         self.send_status = send_status
         self.observer = observer
+        self.pause_scale = pause_scale
         self._validator = RequestValidator(auth_token)
 
     # -- public -------------------------------------------------------------------------------
@@ -403,6 +407,8 @@ class CallPlayer:
                 self._emit(result, "play", f"IVR plays {url or 'tones ' + (digits or '')}")
             case Pause(length=length):
                 self._emit(result, "pause", f"IVR pauses {length}s")
+                if self.pause_scale > 0:
+                    time.sleep(length * self.pause_scale)
 
     def _gather(
         self, result: CallResult, gather: Gather, document_url: str, inputs: InputSource

@@ -26,3 +26,23 @@ def failures(account: str, method: str) -> str:
 
 
 AUDIT = f"{PREFIX}:audit"
+
+
+def otp(call_sid: str, method: str) -> str:
+    return f"{PREFIX}:otp:{call_sid}:{method}"
+
+
+def delivery(call_sid: str, method: str) -> str:
+    return f"{PREFIX}:delivery:{call_sid}:{method}"
+
+
+def sends(scope: str, value: str) -> str:
+    return f"{PREFIX}:sends:{scope}:{value}"
+
+
+def service_code(account: str) -> str:
+    return f"{PREFIX}:service-code:{account}"
+
+
+def callback(call_sid: str) -> str:
+    return f"{PREFIX}:callback:{call_sid}"

@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from ivr.flows.engine import CallerInput, CallState
+from ivr.flows.engine import Action, CallerInput, CallState
 from ivr.flows.render import apology, render
 from ivr.runtime import Runtime, runtime
 from ivr.security import require_twilio_signature
+from ivr.store.codes import CallbackRefs
 
 log = logging.getLogger(__name__)
 bp = Blueprint("voice", __name__, url_prefix="/voice")
@@ -47,6 +49,56 @@ def _fail_closed(error: Exception) -> Response | HTTPException:
 
 @bp.post("")
 def incoming() -> Response:
+    """A new call: the flow starts from the top."""
+    rt = runtime()
+    caller = request.form.get("From", "")[:64]
+    return _start(
+        lambda sid: CallState(call_sid=sid, caller=caller, step=rt.flow.start), rt.engine.start
+    )
+
+
+@bp.post("/callback")
+def callback() -> Response:
+    """The customer answered the call back placed to the number on file.
+
+    The call inherits the claim of the call that asked for it only through the reference the
+    worker stored under this call's own CallSid, which Twilio alone can present; it is taken
+    once, and without it there is nothing to resume.
+    """
+    rt = runtime()
+
+    def inherit(sid: str) -> CallState | None:
+        ref = CallbackRefs(rt.redis).take(sid)
+        if ref is None:
+            return None
+        return CallState(
+            call_sid=sid,
+            caller=ref.caller,
+            step=ref.step,
+            account=ref.account,
+            proofs=list(ref.proofs),
+            failures=ref.failures,
+            via_callback=True,
+        )
+
+    return _start(inherit, rt.engine.answer_callback)
+
+
+@bp.post("/step/<step>")
+def step(step: str) -> Response:
+    """The caller answered (or stayed silent at) the question of `step`."""
+    return _advance(step, lambda rt, state: rt.engine.answer(state, _caller_input()))
+
+
+@bp.post("/poll/<step>")
+def poll(step: str) -> Response:
+    """The caller has held while a code is sent: is it there yet?"""
+    return _advance(step, lambda rt, state: rt.engine.poll(state))
+
+
+def _start(
+    new_state: Callable[[str], CallState | None], first: Callable[[CallState], list[Action]]
+) -> Response:
     rt = runtime()
     call_sid = _call_sid()
     if call_sid is None:
@@ -55,19 +107,24 @@ def incoming() -> Response:
         stored = rt.sessions.load(call_sid)
         if stored is not None:
             if stored.reply_seq == START_SEQ and stored.reply is not None:
-                return _twiml(stored.reply)
+                return _twiml(stored.reply)  # Twilio retried the first request
             return _twiml(_reply(rt, stored.state, rt.engine.repeat(stored.state)))
-        caller = request.form.get("From", "")[:64]
-        state = CallState(call_sid=call_sid, caller=caller, step=rt.flow.start)
-        reply = _reply(rt, state, rt.engine.start(state))
+        state = new_state(call_sid)
+        if state is None:
+            return _twiml(apology(rt.settings.apology))
+        reply = _reply(rt, state, first(state))
         rt.sessions.save(state, START_SEQ, reply)
-        rt.audit.record("call_started", call_sid=call_sid, caller=caller)
+        rt.audit.record(
+            "call_started",
+            call_sid=call_sid,
+            caller=state.caller,
+            detail="callback" if state.via_callback else None,
+        )
     log.info("call %s started", call_sid)
     return _twiml(reply)
 
 
-@bp.post("/step/<step>")
-def step(step: str) -> Response:
+def _advance(step: str, handle: Callable[[Runtime, CallState], list[Action]]) -> Response:
     rt = runtime()
     call_sid = _call_sid()
     seq = request.args.get("seq", type=int)
@@ -83,7 +140,7 @@ def step(step: str) -> Response:
             return _twiml(stored.reply)  # Twilio retried a request we already answered
         if seq != state.seq or step != state.step:
             return _twiml(_reply(rt, state, rt.engine.repeat(state)))
-        actions = rt.engine.answer(state, _caller_input())
+        actions = handle(rt, state)
         state.seq += 1
         reply = _reply(rt, state, actions)
         rt.sessions.save(state, seq, reply)
@@ -108,9 +165,9 @@ def fallback() -> Response:
     return _twiml(apology(runtime().settings.apology))
 
 
-def _reply(rt: Runtime, state: CallState, actions: list) -> str:
-    def action_url(step_id: str) -> str:
-        path = url_for("voice.step", step=step_id)
+def _reply(rt: Runtime, state: CallState, actions: list[Action]) -> str:
+    def action_url(step_id: str, poll: bool) -> str:
+        path = url_for("voice.poll" if poll else "voice.step", step=step_id)
         return f"{path}?{urlencode({'seq': state.seq})}"
 
     return render(actions, rt.flow, action_url)

@@ -79,7 +79,7 @@ def bank_ports() -> FakePorts:
     return FakePorts(
         secrets={
             ALICE: {"pin": ALICE_PIN, "passcode": normalise_passcode(ALICE_PASSCODE)},
-            BOB: {"pin": BOB_PIN, "sms_otp": "246810"},
+            BOB: {"pin": BOB_PIN, "service_code": "246810"},
         },
         callers={ALICE_PHONE: ALICE, BOB_PHONE: BOB},
     )
@@ -508,7 +508,7 @@ def policy_flow(**steps: object) -> Flow:
         ),
         "sms": AuthenticateStep(
             kind="authenticate",
-            method="sms_otp",
+            method="service_code",
             prompt="Code?",
             next="menu",
             on_exhausted="refused",
@@ -591,7 +591,7 @@ class TestDoorAtRunTime:
             ),
             sms=AuthenticateStep(
                 kind="authenticate",
-                method="sms_otp",
+                method="service_code",
                 prompt="Code?",
                 next="menu",
                 on_exhausted="refused",
@@ -651,7 +651,7 @@ class TestCallState:
             seq=7,
             tries=1,
             account=ALICE,
-            proofs=["pin", "sms_otp"],
+            proofs=["pin", "service_code"],
             failures=1,
             ended=False,
         )

@@ -116,6 +116,7 @@ class TestSoundFlows:
         text = edit(GOOD, "    next: main_menu\n", "    next: sms\n")
         text += (
             "  sms:\n    kind: authenticate\n    method: sms_otp\n    prompt: Enter the code.\n"
+            "    on_unavailable: goodbye\n"
             "    next: main_menu\n    on_exhausted: goodbye\n"
         )
         text = edit(text, "requires: one_factor", "requires: two_factor")

@@ -9,7 +9,7 @@ import pytest
 from twilio.twiml.voice_response import VoiceResponse
 
 import ivr.flows.render as render_module
-from ivr.flows.engine import Action, Ask, CallState, Engine, Enqueue, Hangup, Say
+from ivr.flows.engine import Action, Ask, CallState, Engine, Enqueue, Hangup, Hold, Say
 from ivr.flows.loader import load_flow
 from ivr.flows.render import apology, render
 from ivr.flows.schema import Flow
@@ -19,8 +19,9 @@ DEFAULT = load_flow(REPO_ROOT / "flows" / "default.yaml")
 BASE_URL = "https://ivr.example.com/voice/step"
 
 
-def url_for(step: str) -> str:
-    return f"{BASE_URL}/{step}?seq=3&call=CA1"
+def url_for(step: str, poll: bool = False) -> str:
+    kind = "poll" if poll else "step"
+    return f"https://ivr.example.com/voice/{kind}/{step}?seq=3"
 
 
 def parse(twiml: str) -> ET.Element:
@@ -71,7 +72,7 @@ class TestGather:
     def test_the_url_is_built_for_the_asked_step(self) -> None:
         seen: list[str] = []
 
-        def action_url(step: str) -> str:
+        def action_url(step: str, poll: bool) -> str:
             seen.append(step)
             return f"/voice/{step}"
 
@@ -101,9 +102,9 @@ class TestGather:
         assert gather.get("finishOnKey") is None
 
     def test_the_url_is_escaped_and_survives_parsing(self) -> None:
-        twiml = render([PIN_ASK], DEFAULT, url_for)
-        assert "seq=3&amp;call=CA1" in twiml
-        assert parse(twiml)[0].get("action").endswith("?seq=3&call=CA1")  # type: ignore[union-attr]
+        twiml = render([PIN_ASK], DEFAULT, lambda step, poll: f"/voice/step/{step}?a=1&seq=3")
+        assert "a=1&amp;seq=3" in twiml
+        assert parse(twiml)[0].get("action").endswith("?a=1&seq=3")  # type: ignore[union-attr]
 
 
 class TestOtherVerbs:
@@ -209,3 +210,12 @@ class TestApology:
         root = parse(apology("A & B <C>"))
         assert root[0].text == "A & B <C>"
         assert tags(root) == ["Say", "Hangup"]
+
+
+class TestHold:
+    def test_hold_pauses_then_comes_back_to_the_poll_url(self) -> None:
+        root = parse(render([Say("Please hold."), Hold("sms", 2)], DEFAULT, url_for))
+        assert [child.tag for child in root] == ["Say", "Pause", "Redirect"]
+        assert root[1].get("length") == "2"
+        assert root[2].text == "https://ivr.example.com/voice/poll/sms?seq=3"
+        assert root[2].get("method") == "POST"

@@ -8,11 +8,13 @@ from typing import Any
 import pytest
 
 from ivr.auth.knowledge import SecretHasher
+from ivr.auth.possession import CodePolicy, Possession
 from ivr.auth.verifier import Verifier
 from ivr.errors import CustomerError
 from ivr.flows.engine import CallState
 from ivr.store import keys
 from ivr.store.audit import FIELDS, AuditLog
+from ivr.store.codes import SendLimiter, SendLimits
 from ivr.store.counters import FailureCounter
 from ivr.store.customers import Customer, RedisCustomerDirectory
 from ivr.store.sessions import SessionStore
@@ -33,7 +35,11 @@ def directory(redis: Any) -> RedisCustomerDirectory:
 
 @pytest.fixture
 def verifier(redis: Any, directory: RedisCustomerDirectory, hasher: SecretHasher) -> Verifier:
-    return Verifier(directory, hasher, FailureCounter(redis), AuditLog(redis), 3)
+    audit = AuditLog(redis)
+    policy = CodePolicy(key="k" * 32, digits=6, ttl=600, service_digits=8, service_ttl=86400)
+    limiter = SendLimiter(redis, SendLimits(account=5, destination=5, prefix=100, window=600))
+    possession = Possession(redis, directory, policy, limiter, audit)
+    return Verifier(directory, hasher, FailureCounter(redis), audit, 3, possession)
 
 
 def alice(**changes: Any) -> Customer:
@@ -313,9 +319,14 @@ class TestVerifierRecords:
         assert not verifier.verify(self.state(), "passcode", None)
         assert FailureCounter(redis).count("12345678", "passcode") == 1
 
-    def test_only_knowledge_methods(self, enrolled: None, verifier: Verifier) -> None:
-        with pytest.raises(ValueError, match="not a knowledge factor"):
-            verifier.verify(self.state(), "sms_otp", "123456")
+    def test_unknown_method_is_a_bug_not_a_failure(
+        self, enrolled: None, verifier: Verifier
+    ) -> None:
+        with pytest.raises(ValueError, match="unknown method"):
+            verifier.verify(self.state(), "retina_scan", "123456")
+
+    def test_a_code_never_sent_never_matches(self, enrolled: None, verifier: Verifier) -> None:
+        assert not verifier.verify(self.state(), "sms_otp", "123456")
 
 
 # -- call sessions ---------------------------------------------------------------------------
@@ -375,6 +386,9 @@ class TestSessionStore:
             "proofs",
             "failures",
             "ended",
+            "holding",
+            "waited",
+            "via_callback",
         }
 
     def test_lock_is_released_after_use(self, redis: Any) -> None:

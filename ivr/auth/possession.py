@@ -1,0 +1,185 @@
+"""Possession factors: one-time codes by SMS or email, the callback, and service codes.
+
+The web process never sees a one-time code: it asks the worker (by job name, so `ivr` does not
+import `workers`) to make and deliver one, and later checks what the caller keys in against the
+stored digest. Every send is capped before it is queued.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+
+from ivr.auth import codes
+from ivr.flows.engine import CallState, Delivery, DeliveryStatus
+from ivr.processes import QUEUE
+from ivr.store.audit import AuditLog
+from ivr.store.codes import VERIFY_MARK, CodeStore, SendLimiter
+from ivr.store.customers import Customer, CustomerDirectory
+from ivr.twilio_api import DeliveryError, TwilioVerify
+
+SEND_CODE_JOB = "workers.jobs.send_code"
+PLACE_CALLBACK_JOB = "workers.jobs.place_callback"
+# A job that has not started within a minute is dropped: the caller stopped holding long ago.
+JOB_TTL = 60
+JOB_TIMEOUT = 30
+JOB_RETRY = Retry(max=2, interval=[2, 5])
+
+
+@dataclass(frozen=True)
+class CodePolicy:
+    key: str | None
+    digits: int
+    ttl: int
+    service_digits: int
+    service_ttl: int
+
+
+def destination(customer: Customer | None, method: str) -> str | None:
+    """Only ever the number or address on file: never the number that called."""
+    if customer is None:
+        return None
+    return customer.email if method == "email_otp" else customer.phone
+
+
+class Possession:
+    def __init__(
+        self,
+        redis: Redis,
+        directory: CustomerDirectory,
+        policy: CodePolicy,
+        limiter: SendLimiter,
+        audit: AuditLog,
+        verify: dict[str, TwilioVerify] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.directory = directory
+        self.policy = policy
+        self.codes = CodeStore(redis)
+        self.limiter = limiter
+        self.audit = audit
+        self.verify = verify or {}  # method -> Twilio Verify, where Twilio makes the code
+        self.clock = clock
+        self.queue = Queue(QUEUE, connection=redis)
+
+    def request_code(self, state: CallState, method: str) -> Delivery:
+        account = state.account or ""
+        customer = self.directory.get(account)
+        to = destination(customer, method)
+        prefix = codes.country_prefix(to) if to and method == "sms_otp" else None
+        if not self.limiter.allow(account, to, prefix):
+            self._audit(state, method, "send_capped")
+            return "unavailable"
+        self.codes.set_delivery(state.call_sid, method, "pending", self.policy.ttl)
+        self._enqueue(
+            SEND_CODE_JOB,
+            f"code-{state.call_sid}-{method}-{state.seq}",
+            state.call_sid,
+            method,
+            account,
+        )
+        self._audit(state, method, "send_requested")
+        return "queued"
+
+    def delivery_status(self, state: CallState, method: str) -> DeliveryStatus:
+        return self.codes.delivery(state.call_sid, method) or "failed"
+
+    def request_callback(self, state: CallState, step: str) -> Delivery:
+        account = state.account or ""
+        to = destination(self.directory.get(account), "callback")
+        prefix = codes.country_prefix(to) if to else None
+        if not self.limiter.allow(account, to, prefix):
+            self._audit(state, "callback", "send_capped")
+            return "unavailable"
+        self._enqueue(
+            PLACE_CALLBACK_JOB,
+            f"callback-{state.call_sid}-{state.seq}",
+            state.call_sid,
+            account,
+            state.caller,
+            list(state.proofs),
+            state.failures,
+            step,
+        )
+        self._audit(state, "callback", "send_requested")
+        return "queued"
+
+    def check_code(
+        self, state: CallState, method: str, customer: Customer | None, answer: str | None
+    ) -> bool:
+        """The code of this call and method, unexpired, used once."""
+        issued = self.codes.otp(state.call_sid, method)
+        if issued == VERIFY_MARK:
+            to = destination(customer, method)
+            try:
+                ok = bool(answer and to and self.verify[method].check(to, answer))
+            except (DeliveryError, KeyError):
+                ok = False  # fail closed: an unreachable Verify never lets anyone in
+        else:
+            ok = (
+                self.policy.key is not None
+                and isinstance(issued, codes.IssuedCode)
+                and not issued.expired(self.clock())
+                and codes.matches(
+                    self.policy.key,
+                    codes.otp_purpose(state.call_sid, method),
+                    answer or "",
+                    issued.digest,
+                )
+            )
+        return ok and self.codes.consume_otp(state.call_sid, method)
+
+    def issue_service_code(self, account: str) -> str:
+        """A new service code for a signed-in web customer; it replaces the previous one."""
+        if self.policy.key is None:
+            raise RuntimeError("IVR_CODE_KEY is not set")
+        code = codes.make_code(self.policy.service_digits)
+        digest = codes.digest(self.policy.key, codes.service_purpose(account), code)
+        issued = codes.IssuedCode(digest, self.clock() + self.policy.service_ttl)
+        self.codes.issue_service_code(account, issued, self.policy.service_ttl)
+        self.audit.record("service_code_issued", account=account, method="service_code")
+        return code
+
+    def check_service_code(self, account: str, answer: str | None) -> bool:
+        issued = self.codes.service_code(account)
+        ok = (
+            self.policy.key is not None
+            and issued is not None
+            and not issued.expired(self.clock())
+            and codes.matches(
+                self.policy.key, codes.service_purpose(account), answer or "", issued.digest
+            )
+        )
+        return ok and self.codes.consume_service_code(account)
+
+    def _enqueue(self, job: str, job_id: str, *args: object) -> None:
+        # the same request again (a retried webhook) finds its job there: one job, one message
+        with contextlib.suppress(DuplicateJobError):
+            self.queue.enqueue_call(
+                job,
+                args=args,
+                job_id=job_id,
+                unique=True,
+                ttl=JOB_TTL,
+                timeout=JOB_TIMEOUT,
+                retry=JOB_RETRY,
+                result_ttl=0,
+                failure_ttl=24 * 3600,
+            )
+
+    def _audit(self, state: CallState, method: str, outcome: str) -> None:
+        self.audit.record(
+            "delivery",
+            call_sid=state.call_sid,
+            account=state.account or "",
+            caller=state.caller,
+            method=method,
+            outcome=outcome,
+        )

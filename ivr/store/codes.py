@@ -1,0 +1,128 @@
+"""Possession proofs in Redis: code digests, delivery status, send caps, callback references.
+
+No code is ever stored here in clear: only `ivr.auth.codes` digests, which expire with the code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from redis import Redis
+
+from ivr.auth.codes import IssuedCode
+from ivr.store import keys
+
+DeliveryStatus = Literal["pending", "sent", "failed"]
+VERIFY_MARK = "verify"  # Twilio Verify holds the code; we only know one was sent
+
+
+class CodeStore:
+    """One-time codes, bound to a call and method; and service codes, bound to an account."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    def issue_otp(self, call_sid: str, method: str, issued: IssuedCode | str, ttl: int) -> None:
+        """Replace any earlier code of this call and method (a resend voids the old code)."""
+        self._put(keys.otp(call_sid, method), issued, ttl)
+
+    def otp(self, call_sid: str, method: str) -> IssuedCode | str | None:
+        return self._get(keys.otp(call_sid, method))
+
+    def consume_otp(self, call_sid: str, method: str) -> bool:
+        """Single use: only the first of two racing correct answers wins."""
+        return bool(self.redis.delete(keys.otp(call_sid, method)))
+
+    def issue_service_code(self, account: str, issued: IssuedCode, ttl: int) -> None:
+        self._put(keys.service_code(account), issued, ttl)
+
+    def service_code(self, account: str) -> IssuedCode | None:
+        found = self._get(keys.service_code(account))
+        return found if isinstance(found, IssuedCode) else None
+
+    def consume_service_code(self, account: str) -> bool:
+        return bool(self.redis.delete(keys.service_code(account)))
+
+    def set_delivery(self, call_sid: str, method: str, status: DeliveryStatus, ttl: int) -> None:
+        self.redis.set(keys.delivery(call_sid, method), status, ex=ttl)
+
+    def delivery(self, call_sid: str, method: str) -> DeliveryStatus | None:
+        raw = self.redis.get(keys.delivery(call_sid, method))
+        return raw.decode() if raw else None  # type: ignore[return-value]
+
+    def _put(self, key: str, issued: IssuedCode | str, ttl: int) -> None:
+        value = issued if isinstance(issued, str) else json.dumps(asdict(issued))
+        self.redis.set(key, value, ex=ttl)
+
+    def _get(self, key: str) -> IssuedCode | str | None:
+        raw = self.redis.get(key)
+        if raw is None:
+            return None
+        text = raw.decode()
+        if text == VERIFY_MARK:
+            return VERIFY_MARK
+        return IssuedCode(**json.loads(text))
+
+
+@dataclass(frozen=True)
+class SendLimits:
+    account: int
+    destination: int
+    prefix: int
+    window: int
+
+
+class SendLimiter:
+    """Caps sends per claimed account, per destination and per country prefix (SMS pumping).
+
+    Counted before sending, whether the account exists or not, so the cap itself cannot tell a
+    caller which account numbers are real.
+    """
+
+    def __init__(self, redis: Redis, limits: SendLimits) -> None:
+        self.redis = redis
+        self.limits = limits
+
+    def allow(self, account: str, destination: str | None, prefix: str | None) -> bool:
+        scopes = [("account", account, self.limits.account)]
+        if destination:
+            scopes.append(("destination", destination, self.limits.destination))
+        if prefix:
+            scopes.append(("prefix", prefix, self.limits.prefix))
+        pipe = self.redis.pipeline()
+        for scope, value, _ in scopes:
+            key = keys.sends(scope, value)
+            pipe.set(key, 0, ex=self.limits.window, nx=True)  # the window opens with the first send
+            pipe.incr(key)
+        counts = pipe.execute()[1::2]
+        return all(count <= limit for count, (_, _, limit) in zip(counts, scopes, strict=True))
+
+
+@dataclass(frozen=True)
+class CallbackRef:
+    """What a callback call inherits from the call that asked for it."""
+
+    call_sid: str
+    caller: str
+    account: str
+    proofs: list[str]
+    failures: int
+    step: str  # the callback step, where the call back is answered
+
+
+class CallbackRefs:
+    """Keyed by the CallSid Twilio gave the outbound call: only Twilio can present it."""
+
+    def __init__(self, redis: Redis, ttl: int = 300) -> None:
+        self.redis = redis
+        self.ttl = ttl
+
+    def put(self, callback_sid: str, ref: CallbackRef) -> None:
+        self.redis.set(keys.callback(callback_sid), json.dumps(asdict(ref)), ex=self.ttl)
+
+    def take(self, callback_sid: str) -> CallbackRef | None:
+        """Single use: the reference is gone once the callback call has claimed it."""
+        raw = self.redis.getdel(keys.callback(callback_sid))
+        return CallbackRef(**json.loads(raw)) if raw else None

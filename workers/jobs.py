@@ -1,0 +1,157 @@
+"""RQ jobs: the slow, failure-prone work a webhook must not wait for.
+
+Jobs are top-level functions whose arguments hold no secret: a one-time code is made inside
+`send_code`, stored only as a digest, handed to the provider and forgotten. A provider that
+fails for good marks the delivery failed at once (the caller is offered another method); one that
+fails for now raises, and rq retries within the policy the web process set when it queued the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from redis import Redis
+from rq import get_current_job
+
+from ivr.auth import codes
+from ivr.auth.possession import destination
+from ivr.errors import SettingsError
+from ivr.settings import Settings, load_settings
+from ivr.store.audit import AuditLog
+from ivr.store.codes import VERIFY_MARK, CallbackRef, CallbackRefs, CodeStore
+from ivr.store.customers import RedisCustomerDirectory
+from ivr.twilio_api import DeliveryError, PermanentDeliveryError, TwilioVerify, make_client
+from workers.delivery import code_email, code_message, delivery_for
+
+log = logging.getLogger(__name__)
+CALLBACK_PATH = "/voice/callback"
+CHANNELS = {"sms_otp": "sms", "email_otp": "email"}
+
+
+def send_code(call_sid: str, method: str, account: str) -> None:
+    """Make a one-time code for this call and method and send it to the destination on file."""
+    job = get_current_job()
+    assert job is not None, "send_code runs inside an rq worker"
+    redis: Redis = job.connection
+    settings = load_settings()
+    store = CodeStore(redis)
+    audit = AuditLog(redis)
+    customer = RedisCustomerDirectory(redis).get(account)
+    to = destination(customer, method)
+    if to is None:
+        # Unknown account, or no email on file: the caller hears exactly what a customer hears,
+        # and no code will ever match.
+        store.set_delivery(call_sid, method, "sent", settings.code_ttl)
+        return
+    if job.enqueued_at is not None and _age(job.enqueued_at) >= settings.code_ttl:
+        store.set_delivery(call_sid, method, "failed", settings.code_ttl)  # never a stale code
+        return
+    try:
+        _deliver(settings, store, call_sid, method, to)
+    except (PermanentDeliveryError, SettingsError) as exc:
+        _failed(store, audit, settings, call_sid, method, account, exc)
+        return
+    except DeliveryError as exc:
+        if job.retries_left:
+            log.warning("send_code %s %s: %s; rq will retry", call_sid, method, exc)
+            raise
+        _failed(store, audit, settings, call_sid, method, account, exc)
+        raise
+    store.set_delivery(call_sid, method, "sent", settings.code_ttl)
+    audit.record("delivery", call_sid=call_sid, account=account, method=method, outcome="sent")
+
+
+def _deliver(settings: Settings, store: CodeStore, call_sid: str, method: str, to: str) -> None:
+    channel = CHANNELS[method]
+    backend = settings.sms_backend if channel == "sms" else settings.email_backend
+    if backend == "verify":
+        TwilioVerify(make_client(settings), settings.verify_service_sid or "").start(to, channel)
+        store.issue_otp(call_sid, method, VERIFY_MARK, settings.code_ttl)
+        return
+    if not settings.code_key:
+        raise PermanentDeliveryError("IVR_CODE_KEY is not set; no code can be made")
+    code = codes.make_code(settings.code_digits)
+    issued = codes.IssuedCode(
+        codes.digest(settings.code_key, codes.otp_purpose(call_sid, method), code),
+        time.time() + settings.code_ttl,
+    )
+    store.issue_otp(call_sid, method, issued, settings.code_ttl)
+    minutes = settings.code_ttl // 60
+    delivery = delivery_for(settings, channel)  # type: ignore[arg-type]
+    if channel == "sms":
+        delivery.send_sms(to, code_message(settings.brand, code, minutes))
+    else:
+        subject, body = code_email(settings.brand, code, minutes)
+        delivery.send_email(to, subject, body)
+
+
+def _failed(
+    store: CodeStore,
+    audit: AuditLog,
+    settings: Settings,
+    call_sid: str,
+    method: str,
+    account: str,
+    exc: DeliveryError | SettingsError,
+) -> None:
+    store.consume_otp(call_sid, method)  # a code nobody received must not stay valid
+    store.set_delivery(call_sid, method, "failed", settings.code_ttl)
+    audit.record(
+        "delivery",
+        call_sid=call_sid,
+        account=account,
+        method=method,
+        outcome="failed",
+        detail=str(exc)[:200],
+    )
+
+
+def place_callback(
+    call_sid: str,
+    account: str,
+    caller: str,
+    proofs: list[str],
+    failures: int,
+    step: str,
+) -> None:
+    """Call the number on file; the call back carries this call's claim by its own CallSid."""
+    job = get_current_job()
+    assert job is not None, "place_callback runs inside an rq worker"
+    redis: Redis = job.connection
+    settings = load_settings()
+    audit = AuditLog(redis)
+    to = destination(RedisCustomerDirectory(redis).get(account), "callback")
+    if to is None:
+        return  # unknown account: the caller was told to hang up, and nobody is called
+    base = settings.public_url or ""
+    try:
+        callback_sid = delivery_for(settings, "call").place_call(to, base + CALLBACK_PATH)
+    except PermanentDeliveryError as exc:
+        audit.record(
+            "delivery",
+            call_sid=call_sid,
+            account=account,
+            method="callback",
+            outcome="failed",
+            detail=str(exc)[:200],
+        )
+        return
+    ref = CallbackRef(call_sid, caller, account, proofs, failures, step)
+    CallbackRefs(redis).put(callback_sid, ref)
+    audit.record(
+        "delivery",
+        call_sid=call_sid,
+        account=account,
+        method="callback",
+        outcome="sent",
+        detail=callback_sid,
+    )
+
+
+def _age(enqueued_at: object) -> float:
+    from datetime import UTC, datetime
+
+    assert isinstance(enqueued_at, datetime)
+    stamp = enqueued_at if enqueued_at.tzinfo else enqueued_at.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - stamp).total_seconds()
