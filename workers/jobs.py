@@ -54,7 +54,7 @@ def send_code(call_sid: str, method: str, account: str) -> None:
         return
     except DeliveryError as exc:
         if job.retries_left:
-            log.warning("send_code %s %s: %s; rq will retry", call_sid, method, exc)
+            log.warning("delivery for call %s (%s) failed for now: %s", call_sid, method, exc)
             raise
         _failed(store, audit, settings, call_sid, method, account, exc)
         raise
