@@ -78,10 +78,13 @@ def check_delivery_settings(flow: Flow, settings: Settings) -> None:
             f"IVR_CODE_KEY: not set, but flow `{flow.name}` offers one-time or service codes; "
             "set it to a long random secret (16+ characters)"
         )
-    if "callback" in methods and settings.call_backend == "twilio" and not settings.public_url:
-        raise SettingsError(
-            "IVR_PUBLIC_URL: not set, but callbacks through Twilio need the URL Twilio calls back"
-        )
+    if "callback" in methods and settings.call_backend == "twilio":
+        if not settings.public_url:
+            raise SettingsError(
+                "IVR_PUBLIC_URL: not set, but callbacks through Twilio need the URL Twilio calls"
+            )
+        if not settings.caller_id:
+            raise SettingsError("IVR_CALLER_ID: not set, but callbacks need a number to call from")
     uses_verify = {settings.sms_backend, settings.email_backend} & {"verify"}
     if uses_verify and not settings.verify_service_sid:
         raise SettingsError("TWILIO_VERIFY_SERVICE_SID: required by the `verify` backend")

@@ -224,8 +224,15 @@ def _call_target(base_url: str | None, in_process: bool) -> _Target:
         redis_url = settings.redis_url or (state.redis_url if state else None)
         if not redis_url:
             raise IvrError("REDIS_URL: not set; export it or start `ivr dev` for --in-process")
+        from ivr.devserver import dev_secret
+
+        # Shared with `ivr dev` through its data directory, so its worker's codes match here.
+        DATA_DIR.mkdir(exist_ok=True)
+        code_key = settings.code_key or dev_secret(DATA_DIR, "code-key")
         app = create_app(
-            settings.model_copy(update={"twilio_auth_token": token, "redis_url": redis_url})
+            settings.model_copy(
+                update={"twilio_auth_token": token, "redis_url": redis_url, "code_key": code_key}
+            )
         )
         return _Target(token, WsgiTransport(app), "http://localhost", outbox, caller_id)
     if base_url is None:

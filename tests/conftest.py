@@ -6,6 +6,9 @@ Nothing here is autouse, so test modules that need none of it (pure unit tests) 
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +18,14 @@ import fakeredis
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from rq import Queue, SimpleWorker
 
 from ivr.app import create_app
 from ivr.auth.speech import normalise_passcode
+from ivr.processes import QUEUE
 from ivr.runtime import Runtime
 from ivr.runtime import runtime as current_runtime
+from ivr.settings import ENV_NAMES
 from ivr.simulator import CallPlayer, WsgiTransport
 from ivr.store.customers import Customer
 
@@ -28,6 +34,9 @@ FLOWS_DIR = REPO_ROOT / "flows"
 
 TOKEN = "unit-test-auth-token-0123456789ab"
 PEPPER = "unit-test-pepper-0123"
+#: The default flow offers one-time and service codes, so every app needs a code key.
+CODE_KEY = "unit-test-code-key-0123456789"
+API_TOKEN = "unit-test-api-token-0123"
 BASE_URL = "http://localhost"
 
 #: Settings every unit-test app gets: cheap argon2 so a whole call takes milliseconds.
@@ -37,6 +46,8 @@ BASE_CONFIG: dict[str, Any] = {
     "argon2_time_cost": 1,
     "flows_dir": FLOWS_DIR,
     "pepper": PEPPER,
+    "code_key": CODE_KEY,
+    "api_token": API_TOKEN,
 }
 
 
@@ -102,8 +113,14 @@ def redis() -> Iterator[fakeredis.FakeRedis]:
 
 
 @pytest.fixture
-def app(redis: fakeredis.FakeRedis) -> Flask:
-    flask_app = make_app(redis)
+def outbox_path(tmp_path: Path) -> Path:
+    """Where this test's SMS, email and calls go (the development outbox), never `.ivr/`."""
+    return tmp_path / "outbox.jsonl"
+
+
+@pytest.fixture
+def app(redis: fakeredis.FakeRedis, outbox_path: Path) -> Flask:
+    flask_app = make_app(redis, outbox=outbox_path)
     flask_app.config["TESTING"] = True
     return flask_app
 
@@ -144,3 +161,77 @@ def player(app: Flask) -> PlayerFactory:
 
     default_app = app
     return factory
+
+
+def run_jobs(redis: Any, logging_level: str = "WARNING") -> bool:
+    """Run every job queued on `redis` now, in this process, as `rq worker --burst` would.
+
+    `SimpleWorker` does not fork, so fakeredis works; the signal handlers rq installs are put
+    back afterwards. Jobs read their settings from the environment: use `worker_env`.
+    Returns whether any job ran.
+    """
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker = SimpleWorker([Queue(QUEUE, connection=redis)], connection=redis)
+        return worker.work(burst=True, logging_level=logging_level)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+@pytest.fixture
+def worker_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, outbox_path: Path) -> Path:
+    """The environment a worker's jobs read their settings from, matching the `app` fixture:
+    the same code key, the outbox for every channel, nothing inherited from the shell (and no
+    `.env`: the working directory is `tmp_path`). Returns the outbox path."""
+    for name in ENV_NAMES.values():
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IVR_CODE_KEY", CODE_KEY)
+    monkeypatch.setenv("IVR_OUTBOX", str(outbox_path))
+    for backend in ("IVR_SMS_BACKEND", "IVR_EMAIL_BACKEND", "IVR_CALL_BACKEND"):
+        monkeypatch.setenv(backend, "outbox")
+    return outbox_path
+
+
+def redis_contents(redis: Any) -> bytes:
+    """Every key and value in Redis, whatever its type, as one blob to search for a secret.
+
+    rq keeps job arguments zlib-compressed (the `data` field of `rq:job:*`): those are searched
+    decompressed too.
+    """
+    parts: list[bytes] = []
+
+    def add(value: Any) -> None:
+        if isinstance(value, bytes):
+            parts.append(value)
+            with contextlib.suppress(zlib.error):
+                parts.append(zlib.decompress(value))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                add(k)
+                add(v)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                add(item)
+        else:
+            parts.append(str(value).encode())
+
+    for key in redis.scan_iter("*"):
+        add(key)
+        kind = redis.type(key)
+        if kind == b"string":
+            add(redis.get(key))
+        elif kind == b"hash":
+            add(redis.hgetall(key))
+        elif kind == b"list":
+            add(redis.lrange(key, 0, -1))
+        elif kind == b"set":
+            add(sorted(redis.smembers(key)))
+        elif kind == b"zset":
+            add(redis.zrange(key, 0, -1, withscores=True))
+        elif kind == b"stream":
+            add(redis.xrange(key))
+        else:  # pragma: no cover - a type neither we nor rq write
+            raise AssertionError(f"unexpected redis type {kind!r} for {key!r}")
+    return b"\n".join(parts)

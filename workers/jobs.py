@@ -127,16 +127,13 @@ def place_callback(
     base = settings.public_url or ""
     try:
         callback_sid = delivery_for(settings, "call").place_call(to, base + CALLBACK_PATH)
-    except PermanentDeliveryError as exc:
-        audit.record(
-            "delivery",
-            call_sid=call_sid,
-            account=account,
-            method="callback",
-            outcome="failed",
-            detail=str(exc)[:200],
-        )
+    except (PermanentDeliveryError, SettingsError) as exc:
+        _callback_failed(audit, call_sid, account, exc)
         return
+    except DeliveryError as exc:
+        if not job.retries_left:
+            _callback_failed(audit, call_sid, account, exc)
+        raise
     ref = CallbackRef(call_sid, caller, account, proofs, failures, step)
     CallbackRefs(redis).put(callback_sid, ref)
     audit.record(
@@ -146,6 +143,19 @@ def place_callback(
         method="callback",
         outcome="sent",
         detail=callback_sid,
+    )
+
+
+def _callback_failed(
+    audit: AuditLog, call_sid: str, account: str, exc: DeliveryError | SettingsError
+) -> None:
+    audit.record(
+        "delivery",
+        call_sid=call_sid,
+        account=account,
+        method="callback",
+        outcome="failed",
+        detail=str(exc)[:200],
     )
 
 

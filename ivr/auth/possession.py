@@ -26,8 +26,9 @@ from ivr.twilio_api import DeliveryError, TwilioVerify
 
 SEND_CODE_JOB = "workers.jobs.send_code"
 PLACE_CALLBACK_JOB = "workers.jobs.place_callback"
-# A job that has not started within a minute is dropped: the caller stopped holding long ago.
-JOB_TTL = 60
+# A job not started within the longest hold (max_wait <= 30 s) is dropped: by then the caller
+# has been told the code could not be sent, and a late text would only confuse them.
+JOB_TTL = 30
 JOB_TIMEOUT = 30
 JOB_RETRY = Retry(max=2, interval=[2, 5])
 

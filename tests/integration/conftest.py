@@ -38,6 +38,10 @@ FLOWS_DIR = REPO_ROOT / "flows"
 
 AUTH_TOKEN = "integration-test-token"
 PEPPER = "integration-pepper"
+# The default flow offers one-time and service codes, so every web and worker process needs a
+# code key; the API token lets a test ask for service codes as the customer's web backend does.
+CODE_KEY = "integration-code-key-0123456789"
+API_TOKEN = "integration-api-token-0123456789"
 
 WEB_START_TIMEOUT = 15.0
 WORKER_START_TIMEOUT = 15.0
@@ -216,6 +220,10 @@ def service_env(
             "TWILIO_AUTH_TOKEN": auth_token,
             "IVR_FLOWS_DIR": str(FLOWS_DIR),
             "IVR_PEPPER": PEPPER,
+            "IVR_CODE_KEY": CODE_KEY,
+            "IVR_API_TOKEN": API_TOKEN,
+            # Never the checkout's .ivr/outbox.jsonl; a test that reads the outbox passes its own.
+            "IVR_OUTBOX": str(_log_dir(None) / "outbox.jsonl"),
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -419,6 +427,18 @@ def worker(worker_factory: Callable[..., WorkerProcess]) -> WorkerProcess:
 def pepper() -> str:
     """The IVR_PEPPER every web and worker process is started with (hash seeded secrets with it)."""
     return PEPPER
+
+
+@pytest.fixture(scope="session")
+def code_key() -> str:
+    """The IVR_CODE_KEY every web and worker process is started with."""
+    return CODE_KEY
+
+
+@pytest.fixture(scope="session")
+def api_token() -> str:
+    """The IVR_API_TOKEN every web process is started with (`Authorization: Bearer ...`)."""
+    return API_TOKEN
 
 
 @pytest.fixture

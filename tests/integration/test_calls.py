@@ -248,20 +248,22 @@ class TestAuthenticatedCallsReachTheirQueue:
         assert authentications(rdb, call.call_sid) == [("pin", "success")]
         assert_no_clear_secret(rdb, result, PIN)
 
-    def test_spoken_passcode_reaches_card_services(self, web, auth_token, customer, rdb) -> None:
+    def test_spoken_passcode_reaches_the_balance_queue(
+        self, web, auth_token, customer, rdb
+    ) -> None:
         call = player(web.base_url, auth_token)
         result = call.play(
             scripted(
                 Keys(f"{ACCOUNT}#"),
                 Speech("passcode"),
                 Speech("Purple elephant, forty-two."),
-                Speech("lost card"),
+                Speech("my account balance please"),
             )
         )
 
         assert_well_served(result)
         assert result.outcome == "enqueued", result.transcript()
-        assert result.queue == "card-services"
+        assert result.queue == "balances"
         assert authentications(rdb, call.call_sid) == [("passcode", "success")]
         assert_no_clear_secret(rdb, result, "purpleelephant42", "elephant")
 

@@ -220,8 +220,24 @@ def test_ivr_dev_starts_everything_and_a_call_plays(tmp_path: Path) -> None:
             time.sleep(0.2)
         state = json.loads(state_file.read_text())
         assert state["base_url"] == f"http://127.0.0.1:{port}"
+        # PIN, then a card change: stepped up with a text message the dev worker really sends
         played = subprocess.run(
-            [*ivr, "call", "-i", "12345678#", "-i", "1", "-i", "583920#", "-i", "2"],
+            [
+                *ivr,
+                "call",
+                "-i",
+                "12345678#",
+                "-i",
+                "1",
+                "-i",
+                "583920#",
+                "-i",
+                "2",
+                "-i",
+                "1",
+                "-i",
+                "code#",
+            ],
             cwd=tmp_path,
             env=env,
             capture_output=True,

@@ -369,7 +369,7 @@ class TestAuthenticationSuccess:
 
     @pytest.mark.parametrize(
         ("said", "queue"),
-        [("card", "card-services"), ("Agent, please.", "general"), ("0", "general")],
+        [("balance", "balances"), ("Agent, please.", "general"), ("0", "general")],
     )
     def test_main_menu_reaches_each_queue(self, engine: Engine, said: str, queue: str) -> None:
         state = at_main_menu(engine)
@@ -377,6 +377,12 @@ class TestAuthenticationSuccess:
         actions = engine.answer(state, given)
         assert isinstance(actions[-1], Enqueue)
         assert actions[-1].queue == queue
+
+    def test_a_card_change_asks_for_a_second_factor(self, engine: Engine) -> None:
+        state = at_main_menu(engine)
+        actions = engine.answer(state, speech("lost card"))
+        assert not any(isinstance(a, Enqueue) for a in actions)
+        assert asked(actions) == "card_check"
 
 
 class TestAuthenticationFailure:

@@ -19,6 +19,7 @@ TEST_CONFIG: dict[str, Any] = {
     "argon2_memory_kib": 1024,
     "argon2_time_cost": 1,
     "pepper": "unit-test-pepper-0123",
+    "code_key": "unit-test-code-key-0123",
 }
 
 
@@ -47,7 +48,7 @@ class TestDefaults:
         settings = load_settings()
         assert settings.redis_url is None
         assert settings.twilio_auth_token is None
-        assert settings.flows_dir == Path("flows")
+        assert (settings.flows_dir / "default.yaml").is_file()  # ./flows, else the shipped ones
         assert settings.flow == "default"
         assert settings.pepper is None
         assert settings.public_url is None

@@ -250,7 +250,7 @@ FORWARDED = {
 }
 
 
-PIN_CALL = (Keys(ALICE.account + "#"), Keys("1"), Keys(ALICE.pin + "#"), Keys("2"))
+PIN_CALL = (Keys(ALICE.account + "#"), Keys("1"), Keys(ALICE.pin + "#"), Keys("1"))
 
 
 # -- signatures ------------------------------------------------------------------------------
@@ -421,7 +421,7 @@ class TestBehindAProxy:
         transport = RewritingTransport(app)
         result = CallPlayer(transport, PUBLIC, TOKEN).play(scripted(*PIN_CALL))
         assert result.outcome == "enqueued", result.transcript(requests=True)
-        assert result.queue == "card-services"
+        assert result.queue == "balances"
         assert result.status_callback is not None
         assert result.status_callback.status == 204
         assert all(url.startswith(BASE_URL + "/") for url in transport.seen)
@@ -498,15 +498,15 @@ class TestWholeCalls:
     ) -> None:
         result = player().play(scripted(*PIN_CALL))
         assert result.outcome == "enqueued", result.transcript(requests=True)
-        assert result.queue == "card-services"
+        assert result.queue == "balances"
         assert result.said(VERIFIED)
-        assert result.said("Connecting you to our card services team")
+        assert result.said("Connecting you to an agent who can help with your balance")
         assert [e["outcome"] for e in auth_events(runtime)] == ["success"]
         assert result.status_callback is not None and result.status_callback.status == 204
 
     @pytest.mark.parametrize(
         ("choice", "queue"),
-        [(Keys("1"), "balances"), (Speech("card"), "card-services"), (Keys("0"), "general")],
+        [(Keys("1"), "balances"), (Speech("my balance"), "balances"), (Keys("0"), "general")],
     )
     def test_each_menu_choice_has_its_queue(
         self, player: PlayerFactory, customers: Any, choice: Any, queue: str
@@ -515,6 +515,23 @@ class TestWholeCalls:
         result = player().play(script)
         assert result.outcome == "enqueued"
         assert result.queue == queue
+
+    def test_a_card_change_is_stepped_up_not_enqueued_on_a_pin_alone(
+        self, player: PlayerFactory, customers: Any
+    ) -> None:
+        script = scripted(
+            Keys(ALICE.account + "#"),
+            Keys("1"),
+            Keys(ALICE.pin + "#"),
+            Speech("card"),
+            None,
+            None,
+            None,
+        )
+        result = player().play(script)
+        assert result.said("Card changes need one more check")
+        assert result.outcome == "hung_up"
+        assert all("<Enqueue" not in body for body in result.responses)
 
     def test_passcode_by_speech(
         self, player: PlayerFactory, customers: Any, runtime: Runtime
