@@ -222,14 +222,9 @@ class Engine:
         if step.method in CODE_METHODS and given.digits == RESEND_KEY:
             # A new code; the failures so far still count (NIST 800-63B rev 4, 3.1.3).
             return self._enter(state, state.step, [])
-        if step.method == "callback":
-            confirmed = state.via_callback and given.digits == CALLBACK_CONFIRM
-            answer = CALLBACK_CONFIRM if confirmed else None
-            if not confirmed and not state.via_callback:
-                return [Hangup()]
-            ok = self.ports.verify(state, step.method, answer)
-        else:
-            ok = self.ports.verify(state, step.method, _answer(step, given))
+        if step.method == "callback" and given.digits != CALLBACK_CONFIRM:
+            return self._retry(state, step)  # a stray key on the call back is not an attempt
+        ok = self.ports.verify(state, step.method, _answer(step, given))
         if ok:
             if step.method not in state.proofs:
                 state.proofs.append(step.method)
