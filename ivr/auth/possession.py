@@ -49,6 +49,12 @@ def destination(customer: Customer | None, method: str) -> str | None:
     return customer.email if method == "email_otp" else customer.phone
 
 
+def _cap_scope(state: CallState) -> str:
+    """The claimed account; a caller-ID claim that matched nothing is capped per call, so
+    unmatched callers never share one counter that would sound different from a customer's."""
+    return state.account or f"call-{state.call_sid}"
+
+
 class Possession:
     def __init__(
         self,
@@ -75,7 +81,7 @@ class Possession:
         customer = self.directory.get(account)
         to = destination(customer, method)
         prefix = codes.country_prefix(to) if to and method == "sms_otp" else None
-        if not self.limiter.allow(account, to, prefix):
+        if not self.limiter.allow(_cap_scope(state), to, prefix):
             self._audit(state, method, "send_capped")
             return "unavailable"
         self.codes.set_delivery(state.call_sid, method, "pending", self.policy.ttl)
@@ -96,7 +102,7 @@ class Possession:
         account = state.account or ""
         to = destination(self.directory.get(account), "callback")
         prefix = codes.country_prefix(to) if to else None
-        if not self.limiter.allow(account, to, prefix):
+        if not self.limiter.allow(_cap_scope(state), to, prefix):
             self._audit(state, "callback", "send_capped")
             return "unavailable"
         self._enqueue(
