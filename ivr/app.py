@@ -15,7 +15,7 @@ from ivr.flows.loader import load_flow_with_marks
 from ivr.flows.schema import AuthenticateStep, Flow
 from ivr.runtime import EXTENSION, build_runtime, connect_redis
 from ivr.security import trust_proxies
-from ivr.settings import Settings, load_settings
+from ivr.settings import ENV_NAMES, Settings, load_settings
 
 
 def create_app(
@@ -65,26 +65,34 @@ def load_checked_flow(settings: Settings) -> Flow:
     return flow
 
 
+# What each delivery backend needs, by the field of Settings that holds it.
+_BACKEND_NEEDS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("sms_otp", "twilio"): ("twilio_account_sid", "sms_from", "code_key"),
+    ("sms_otp", "verify"): ("twilio_account_sid", "verify_service_sid"),
+    ("sms_otp", "outbox"): ("code_key",),
+    ("email_otp", "smtp"): ("smtp_url", "email_from", "code_key"),
+    ("email_otp", "verify"): ("twilio_account_sid", "verify_service_sid"),
+    ("email_otp", "outbox"): ("code_key",),
+    ("callback", "twilio"): ("twilio_account_sid", "caller_id", "public_url"),
+    ("callback", "outbox"): (),
+    ("service_code", ""): ("code_key",),
+}
+
+
 def check_delivery_settings(flow: Flow, settings: Settings) -> None:
-    """Refuse to start a flow whose methods the settings cannot deliver, naming the variable."""
-    methods = {s.method for s in flow.steps.values() if isinstance(s, AuthenticateStep)}
-    needs_key = "service_code" in methods or any(
-        (m == "sms_otp" and settings.sms_backend != "verify")
-        or (m == "email_otp" and settings.email_backend != "verify")
-        for m in methods
-    )
-    if needs_key and not settings.code_key:
-        raise SettingsError(
-            f"IVR_CODE_KEY: not set, but flow `{flow.name}` offers one-time or service codes; "
-            "set it to a long random secret (16+ characters)"
-        )
-    if "callback" in methods and settings.call_backend == "twilio":
-        if not settings.public_url:
-            raise SettingsError(
-                "IVR_PUBLIC_URL: not set, but callbacks through Twilio need the URL Twilio calls"
-            )
-        if not settings.caller_id:
-            raise SettingsError("IVR_CALLER_ID: not set, but callbacks need a number to call from")
-    uses_verify = {settings.sms_backend, settings.email_backend} & {"verify"}
-    if uses_verify and not settings.verify_service_sid:
-        raise SettingsError("TWILIO_VERIFY_SERVICE_SID: required by the `verify` backend")
+    """Refuse to start a flow whose methods the settings cannot deliver, naming the variable,
+    rather than let a caller hold for a code that can never be sent."""
+    backends = {
+        "sms_otp": settings.sms_backend,
+        "email_otp": settings.email_backend,
+        "callback": settings.call_backend,
+    }
+    methods = sorted({s.method for s in flow.steps.values() if isinstance(s, AuthenticateStep)})
+    for method in methods:
+        backend = backends.get(method, "")
+        for field in _BACKEND_NEEDS.get((method, backend), ()):
+            if not getattr(settings, field):
+                how = f" through `{backend}`" if backend else ""
+                raise SettingsError(
+                    f"{ENV_NAMES[field]}: not set, but flow `{flow.name}` offers `{method}`{how}"
+                )

@@ -441,3 +441,78 @@ class TestUnreachableSteps:
         problems = check(text)
         assert errors(problems) == []
         assert [p.path for p in problems] == ["steps.spare"]
+
+
+class TestEmailOnlyPossession:
+    """Email is no longer an out-of-band authenticator (NIST SP 800-63B rev 4): a two_factor
+    queue whose only possession factor is an email code is allowed, but the admin is warned."""
+
+    EMAIL = (
+        "  email:\n    kind: authenticate\n    method: email_otp\n    prompt: Enter the code.\n"
+        "    on_unavailable: goodbye\n    next: main_menu\n    on_exhausted: goodbye\n"
+    )
+
+    def email_only(self) -> str:
+        """PIN, then an email code, then the menu to a two_factor queue."""
+        text = edit(GOOD, "    next: main_menu\n", "    next: email\n") + self.EMAIL
+        return edit(text, "requires: one_factor", "requires: two_factor")
+
+    def with_second_method(self, method: str) -> str:
+        """PIN, then a menu offering an email code or `method`, both on to the queue."""
+        text = edit(self.email_only(), "    next: email\n", "    next: second\n")
+        text += (
+            "  second:\n    kind: menu\n    prompt: Press 1 for email, 2 for another way.\n"
+            "    choices:\n      - key: 1\n        next: email\n"
+            "      - key: 2\n        next: other\n"
+            "    on_exhausted: goodbye\n"
+            f"  other:\n    kind: authenticate\n    method: {method}\n    prompt: Go on.\n"
+            "    next: main_menu\n    on_exhausted: goodbye\n"
+        )
+        if method in ("sms_otp", "callback"):
+            text += "    on_unavailable: goodbye\n"
+        return text
+
+    def test_email_as_the_only_possession_factor_is_a_warning(self) -> None:
+        text = self.email_only()
+        problems = check(text)
+        assert errors(problems) == []  # served all the same
+        assert len(problems) == 1, "\n".join(map(str, problems))
+        (warning,) = problems
+        assert warning.severity == "warning"
+        assert warning.file == FILE
+        assert warning.path == "steps.agent.requires"
+        assert (warning.line, warning.column) == (line_of(text, "requires: two_factor"), 5)
+        assert "email" in warning.message
+        assert "two_factor" in warning.message
+        assert "sms_otp" in warning.hint
+        assert "warning:" in str(warning)
+
+    def test_email_only_queue_reached_through_a_menu_is_warned_once(self) -> None:
+        # two routes to the queue, each with the email code: still email only, one warning
+        text = edit(
+            self.email_only(),
+            "        next: agent\n",
+            "        next: agent\n      - key: 2\n        next: agent\n",
+        )
+        problems = check(text)
+        assert [(p.severity, p.path) for p in problems] == [("warning", "steps.agent.requires")]
+
+    @pytest.mark.parametrize("method", ["sms_otp", "callback", "service_code"])
+    def test_another_possession_route_removes_the_warning(self, method: str) -> None:
+        assert check(self.with_second_method(method)) == []
+
+    def test_a_second_knowledge_factor_does_not_remove_it(self) -> None:
+        problems = check(self.with_second_method("passcode"))
+        # the passcode route is a door error (one_factor); the email route is still warned
+        assert [p.path for p in problems if p.severity == "warning"] == ["steps.agent.requires"]
+
+    def test_a_one_factor_queue_behind_an_email_code_is_not_warned(self) -> None:
+        text = edit(self.email_only(), "requires: two_factor", "requires: one_factor")
+        assert check(text) == []
+
+    def test_shipped_default_flow_has_no_warnings(self) -> None:
+        path = REPO_ROOT / "flows" / "default.yaml"
+        flow, marks = load_flow_with_marks(path)
+        problems = check_flow(flow, marks, str(path))
+        assert [p for p in problems if p.severity == "warning"] == []
+        assert errors(problems) == []
