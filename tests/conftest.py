@@ -2,13 +2,12 @@
 client, its runtime, two demo customers and a factory for simulated callers.
 
 Nothing here is autouse, so test modules that need none of it (pure unit tests) are unaffected.
+Helpers that are not fixtures and serve the integration tests too live in `tests.support`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,8 @@ from ivr.runtime import runtime as current_runtime
 from ivr.settings import ENV_NAMES
 from ivr.simulator import CallPlayer, WsgiTransport
 from ivr.store.customers import Customer
+from tests.support import make_player
+from tests.support import redis_contents as redis_contents  # still importable from here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOWS_DIR = REPO_ROOT / "flows"
@@ -155,8 +156,8 @@ def player(app: Flask) -> PlayerFactory:
         from_number: str = "+15005550006", *, app: Flask | None = None, **options: Any
     ) -> CallPlayer:
         target = app if app is not None else default_app
-        return CallPlayer(
-            WsgiTransport(target), BASE_URL, TOKEN, from_number=from_number, **options
+        return make_player(
+            BASE_URL, TOKEN, WsgiTransport(target), from_number=from_number, **options
         )
 
     default_app = app
@@ -192,46 +193,3 @@ def worker_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, outbox_path: Pat
     for backend in ("IVR_SMS_BACKEND", "IVR_EMAIL_BACKEND", "IVR_CALL_BACKEND"):
         monkeypatch.setenv(backend, "outbox")
     return outbox_path
-
-
-def redis_contents(redis: Any) -> bytes:
-    """Every key and value in Redis, whatever its type, as one blob to search for a secret.
-
-    rq keeps job arguments zlib-compressed (the `data` field of `rq:job:*`): those are searched
-    decompressed too.
-    """
-    parts: list[bytes] = []
-
-    def add(value: Any) -> None:
-        if isinstance(value, bytes):
-            parts.append(value)
-            with contextlib.suppress(zlib.error):
-                parts.append(zlib.decompress(value))
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                add(k)
-                add(v)
-        elif isinstance(value, list | tuple):
-            for item in value:
-                add(item)
-        else:
-            parts.append(str(value).encode())
-
-    for key in redis.scan_iter("*"):
-        add(key)
-        kind = redis.type(key)
-        if kind == b"string":
-            add(redis.get(key))
-        elif kind == b"hash":
-            add(redis.hgetall(key))
-        elif kind == b"list":
-            add(redis.lrange(key, 0, -1))
-        elif kind == b"set":
-            add(sorted(redis.smembers(key)))
-        elif kind == b"zset":
-            add(redis.zrange(key, 0, -1, withscores=True))
-        elif kind == b"stream":
-            add(redis.xrange(key))
-        else:  # pragma: no cover - a type neither we nor rq write
-            raise AssertionError(f"unexpected redis type {kind!r} for {key!r}")
-    return b"\n".join(parts)

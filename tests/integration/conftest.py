@@ -376,6 +376,14 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
+def rdb(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client on the test's Redis, to look at what the web processes and workers wrote."""
+    conn = redis.Redis.from_url(redis_url)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
 def auth_token() -> str:
     """The Twilio auth token the web processes verify signatures with."""
     return AUTH_TOKEN

@@ -19,7 +19,8 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,7 +33,6 @@ from twilio.request_validator import RequestValidator
 from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.simulator import (
     FAKE_ACCOUNT_SID,
-    CallPlayer,
     CallResult,
     Enqueue,
     Gather,
@@ -47,8 +47,23 @@ from ivr.simulator import (
     scripted,
 )
 from ivr.simulator.player import CallerInput
-from ivr.store.customers import Customer, RedisCustomerDirectory
+from ivr.store.customers import Customer
 from ivr.store.server import RedisServer
+from tests.support import (
+    SIGNATURE_HEADER,
+    DeliverTwice,
+    TimedTransport,
+    assert_well_served,
+    audit_events,
+    authentications,
+    call_keys,
+    make_player,
+    never_enqueued,
+    redis_contents,
+    seed_customer,
+    sign,
+    webhook_bodies,
+)
 
 ACCOUNT = "12345678"
 PHONE = "+14155550100"
@@ -64,7 +79,6 @@ OTHER_ROUTE = "We could not verify your identity on this call"
 APOLOGY = "We are sorry, we cannot take your call right now"
 FAILURE_PROMPT = "That did not match our records. You have 1 attempt left."
 
-SIGNATURE_HEADER = "X-Twilio-Signature"
 TWILIO_BUDGET_BOUND = 10.0  # seconds; Twilio gives up after 15 s, we want to be well inside it
 
 
@@ -85,109 +99,27 @@ def hashed_secrets(pepper: str) -> dict[str, str]:
     }
 
 
-def seed_customer(url: str, hashed: dict[str, str]) -> Customer:
-    customer = Customer(account=ACCOUNT, phone=PHONE, **hashed)
-    conn = redis.Redis.from_url(url)
-    try:
-        RedisCustomerDirectory(conn).add(customer)
-    finally:
-        conn.close()
-    return customer
+def customer_record(hashed: dict[str, str]) -> Customer:
+    return Customer(account=ACCOUNT, phone=PHONE, **hashed)
 
 
 @pytest.fixture
 def customer(redis_url: str, hashed_secrets: dict[str, str]) -> Customer:
     """Account 12345678, phone +14155550100, PIN 583920, passcode "purple elephant 42"."""
-    return seed_customer(redis_url, hashed_secrets)
+    return seed_customer(redis_url, customer_record(hashed_secrets))
 
 
-@pytest.fixture
-def rdb(redis_url: str) -> Iterator[redis.Redis]:
-    """A plain client on the test's Redis, to look at what the web processes wrote."""
-    conn = redis.Redis.from_url(redis_url)
-    yield conn
-    conn.close()
-
-
-def player(
-    base_url: str,
-    auth_token: str,
-    *,
-    from_number: str = PHONE,
-    transport: Transport | None = None,
-) -> CallPlayer:
-    return CallPlayer(transport or HttpTransport(), base_url, auth_token, from_number=from_number)
-
-
-def webhook_bodies(result: CallResult) -> list[str]:
-    """The TwiML of every webhook answer of the call, in order (status callback excluded)."""
-    return [event.body for event in result.events if event.kind != "status"]
-
-
-def assert_well_served(result: CallResult) -> None:
-    """Every webhook got 200 TwiML and the final status callback got 204."""
-    transcript = result.transcript(requests=True)
-    webhooks = [event for event in result.events if event.kind != "status"]
-    assert webhooks, transcript
-    for event in webhooks:
-        assert event.status == 200, f"{event.url}: HTTP {event.status}\n{transcript}"
-        assert event.content_type.startswith("application/xml"), transcript
-    status = result.status_callback
-    assert status is not None and status.status == 204, transcript
-
-
-def never_enqueued(result: CallResult) -> bool:
-    return result.queue is None and not any("<Enqueue" in body for body in webhook_bodies(result))
-
-
-def audit_events(conn: redis.Redis, call_sid: str | None = None) -> list[dict[str, str]]:
-    entries = [
-        {k.decode(): v.decode() for k, v in fields.items()}
-        for _id, fields in conn.xrange("ivr:audit")
-    ]
-    return [e for e in entries if call_sid is None or e.get("call_sid") == call_sid]
-
-
-def authentications(conn: redis.Redis, call_sid: str) -> list[tuple[str, str]]:
-    return [
-        (e["method"], e["outcome"])
-        for e in audit_events(conn, call_sid)
-        if e["event"] == "authenticate"
-    ]
-
-
-def redis_dump(conn: redis.Redis) -> str:
-    """Every key and value in Redis as one text, to look for secrets at rest."""
-    parts: list[str] = []
-    for key in conn.scan_iter():
-        kind = conn.type(key).decode()
-        if kind == "string":
-            value: object = conn.get(key)
-        elif kind == "hash":
-            value = conn.hgetall(key)
-        elif kind == "stream":
-            value = conn.xrange(key)
-        elif kind == "set":
-            value = conn.smembers(key)
-        elif kind == "list":
-            value = conn.lrange(key, 0, -1)
-        else:
-            value = kind
-        parts.append(f"{key!r} {value!r}")
-    return "\n".join(parts)
+#: Every caller here calls from the customer's phone unless the test says otherwise.
+player = partial(make_player, from_number=PHONE)
 
 
 def assert_no_clear_secret(conn: redis.Redis, result: CallResult, *typed: str) -> None:
     """What the caller typed or said is in no URL and nowhere in Redis (SECURITY 6, 11, 23)."""
-    dump = redis_dump(conn)
+    dump = redis_contents(conn)
     urls = " ".join(event.url for event in result.events)
     for secret in typed:
-        assert secret not in dump, f"{secret!r} stored in Redis"
+        assert secret.encode() not in dump, f"{secret!r} stored in Redis"
         assert secret not in urls, f"{secret!r} in a webhook URL"
-
-
-def call_keys(conn: redis.Redis) -> list[bytes]:
-    return sorted(conn.scan_iter(match="ivr:call:*"))
 
 
 def call_params(
@@ -213,10 +145,6 @@ def new_call_sid() -> str:
 
 def post(url: str, params: dict[str, str], headers: dict[str, str]) -> requests.Response:
     return requests.post(url, data=params, headers=headers, timeout=15, allow_redirects=False)
-
-
-def sign(token: str, url: str, params: dict[str, str]) -> dict[str, str]:
-    return {SIGNATURE_HEADER: RequestValidator(token).compute_signature(url, params)}
 
 
 def next_action(body: str) -> str:
@@ -473,28 +401,6 @@ class TestOnlyTwilioMayDriveACall:
 # --------------------------------------------------------------------------------------------
 
 
-class TimedTransport:
-    """Records how long each request took to get its answer."""
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-        self.timings: list[tuple[str, float]] = []
-
-    def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> Reply:
-        started = time.monotonic()
-        try:
-            return self.inner.post(url, params, headers)
-        finally:
-            self.timings.append((url, time.monotonic() - started))
-
-    def get(self, url: str, headers: dict[str, str]) -> Reply:
-        started = time.monotonic()
-        try:
-            return self.inner.get(url, headers)
-        finally:
-            self.timings.append((url, time.monotonic() - started))
-
-
 class BreakRedisAtStep:
     """Answers gathers from a script, but breaks Redis just before answering the given step."""
 
@@ -536,7 +442,7 @@ class TestRedisOutage:
                 frozen.append(server.pid)
 
         try:
-            seed_customer(server.url, hashed_secrets)
+            seed_customer(server.url, customer_record(hashed_secrets))
             web = web_on_redis(server.url)
             transport = TimedTransport(HttpTransport())
             call = player(web.base_url, auth_token, transport=transport)
@@ -565,7 +471,7 @@ class TestRedisOutage:
         assert never_enqueued(result)
         assert all(e.status != 500 for e in result.events), transcript
 
-        (elapsed,) = [t for url, t in transport.timings if url == pin_answer.url]
+        (elapsed,) = [s.elapsed for s in transport.sent if s.url == pin_answer.url]
         assert elapsed < TWILIO_BUDGET_BOUND, f"answer took {elapsed:.1f}s with Redis {failure}"
 
 
@@ -651,27 +557,6 @@ class TestStatelessWebProcesses:
 # --------------------------------------------------------------------------------------------
 # Twilio retries: the same signed request twice gets the same answer and counts once
 # --------------------------------------------------------------------------------------------
-
-
-class DeliverTwice:
-    """Delivers the first request for `path` twice, byte for byte (same signature, same
-    idempotency token), as Twilio does when the first answer did not reach it in time."""
-
-    def __init__(self, inner: Transport, path: str) -> None:
-        self.inner = inner
-        self.path = path
-        self.replies: list[Reply] = []
-
-    def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> Reply:
-        reply = self.inner.post(url, params, headers)
-        if urlsplit(url).path == self.path and not self.replies:
-            self.replies.append(reply)
-            self.replies.append(self.inner.post(url, dict(params), dict(headers)))
-            return self.replies[-1]
-        return reply
-
-    def get(self, url: str, headers: dict[str, str]) -> Reply:
-        return self.inner.get(url, headers)
 
 
 class TestTwilioRetries:

@@ -19,7 +19,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from rq import Queue
-from twilio.request_validator import RequestValidator
 
 from ivr.outbox import Outbox, OutboxMessage
 from ivr.processes import QUEUE
@@ -38,9 +37,9 @@ from tests.conftest import (
     TOKEN,
     DemoCustomer,
     PlayerFactory,
-    redis_contents,
     run_jobs,
 )
+from tests.support import assert_never_enqueued, assert_not_in_redis, redis_contents, sign
 
 HOLD_SMS = "Please hold while we text a code to the phone number on file."
 HOLD_EMAIL = "Please hold while we email a code to the address on file."
@@ -163,12 +162,6 @@ def pauses(result: CallResult) -> int:
     return sum(kind == "pause" for kind, _ in result.log)
 
 
-def assert_never_enqueued(result: CallResult) -> None:
-    assert result.outcome != "enqueued", result.transcript(requests=True)
-    assert result.queue is None
-    assert all("<Enqueue" not in e.body for e in result.events)
-
-
 def assert_card_services(result: CallResult) -> None:
     assert result.outcome == "enqueued", result.transcript(requests=True)
     assert result.queue == "card-services"
@@ -196,21 +189,12 @@ def code_nowhere_but_digits(result: CallResult, code: str) -> None:
     assert len(typed) == 1
 
 
-def assert_not_in_redis(redis: Any, code: str) -> None:
-    found = re.search(rb"(?<![0-9])" + code.encode() + rb"(?![0-9])", redis_contents(redis))
-    assert found is None, f"code {code} found in Redis"
-
-
 def auth_outcomes(rt: Runtime, method: str) -> list[str]:
     return [
         e["outcome"]
         for e in reversed(rt.audit.recent(1000))
         if e["event"] == "authenticate" and e["method"] == method
     ]
-
-
-def sign(url: str, params: dict[str, str]) -> str:
-    return RequestValidator(TOKEN).compute_signature(url, params)
 
 
 def issue_service_code(client: FlaskClient, account: str = ALICE.account) -> str:
@@ -747,7 +731,7 @@ class TestCallBack:
         response = client.post(
             path,
             data=params,
-            headers={"X-Twilio-Signature": sign(BASE_URL + path, params)},
+            headers=sign(TOKEN, BASE_URL + path, params),
             base_url=BASE_URL,
         )
         verbs = parse_twiml(response.get_data(as_text=True))
@@ -786,7 +770,7 @@ class TestStatusCallbacks:
             response = client.post(
                 "/voice/status",
                 data=params,
-                headers={"X-Twilio-Signature": sign(url, params)},
+                headers=sign(TOKEN, url, params),
                 base_url=BASE_URL,
             )
             seen.append((response.status_code, redis_contents(runtime.redis) == before))

@@ -57,9 +57,9 @@ from tests.conftest import (
     BOB,
     CODE_KEY,
     DemoCustomer,
-    redis_contents,
     run_jobs,
 )
+from tests.support import assert_not_in_redis, redis_contents
 
 KEY = "k" * 32
 T0 = 1_800_000_000.0
@@ -92,11 +92,6 @@ def issue_otp(redis: Any, call_sid: str, method: str, at: float, key: str = KEY)
     digest = codes.digest(key, codes.otp_purpose(call_sid, method), code)
     CodeStore(redis).issue_otp(call_sid, method, codes.IssuedCode(digest, at + TEN_MINUTES), 600)
     return code
-
-
-def assert_not_in_redis(redis: Any, code: str) -> None:
-    found = re.search(rb"(?<![0-9])" + code.encode() + rb"(?![0-9])", redis_contents(redis))
-    assert found is None, f"code {code} found in Redis"
 
 
 def queued(redis: Any) -> list[Job]:
@@ -656,6 +651,16 @@ class TestRequestCode:
         assert queued(redis) == []
         assert delivery(redis) is None
         assert audit_outcomes(runtime) == ["send_capped"]
+
+    def test_unmatched_caller_id_claims_do_not_share_one_counter(
+        self, redis: Any, runtime: Runtime
+    ) -> None:
+        """`*` from a number on file for nobody claims "" : each such call is capped on its own,
+        so many of them never make an unmatched caller hear a cap a customer would not."""
+        limit = runtime.settings.send_limit_account
+        for n in range(limit + 2):
+            unmatched = state(call_sid=f"CA{n:032x}", account="")
+            assert runtime.possession.request_code(unmatched, "sms_otp") == "queued"
 
     def test_unknown_accounts_are_counted_too(self, redis: Any, runtime: Runtime) -> None:
         limit = runtime.settings.send_limit_account

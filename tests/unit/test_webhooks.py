@@ -51,6 +51,13 @@ from tests.conftest import (
     enrol,
     make_app,
 )
+from tests.support import (
+    assert_never_enqueued,
+    call_keys,
+    redis_snapshot,
+    sign,
+    webhook_bodies,
+)
 
 APOLOGY = "We are sorry, we cannot take your call right now"
 OTHER_ROUTE = "We could not verify your identity on this call"
@@ -64,10 +71,6 @@ OTHER_SID = "CA" + "fedcba9876543210" * 2
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def sign(url: str, params: dict[str, str], token: str = TOKEN) -> str:
-    return RequestValidator(token).compute_signature(url, params)
 
 
 def call_params(
@@ -96,7 +99,7 @@ def signed_post(
 ) -> Any:
     """POST `params` to `path` on http://localhost, signed for `signed_url` (default: that URL)."""
     url = signed_url if signed_url is not None else BASE_URL + path
-    all_headers = {"X-Twilio-Signature": sign(url, params, token), **(headers or {})}
+    all_headers = {**sign(token, url, params), **(headers or {})}
     return client.post(path, data=params, headers=all_headers, base_url=BASE_URL)
 
 
@@ -129,40 +132,8 @@ def assert_apology(body: bytes | str) -> None:
     assert not any(isinstance(v, Enqueue | Gather) for v in parsed), body
 
 
-def assert_never_enqueued(result: CallResult) -> None:
-    assert result.outcome != "enqueued", result.transcript(requests=True)
-    assert result.queue is None
-    assert all("<Enqueue" not in e.body for e in result.events)
-
-
-def dump(redis: Any) -> dict[bytes, Any]:
-    """Every key with its value, whatever the type, for before/after and secret scans."""
-    out: dict[bytes, Any] = {}
-    for key in redis.scan_iter("*"):
-        kind = redis.type(key)
-        if kind == b"hash":
-            out[key] = redis.hgetall(key)
-        elif kind == b"string":
-            out[key] = redis.get(key)
-        elif kind == b"set":
-            out[key] = sorted(redis.smembers(key))
-        elif kind == b"list":
-            out[key] = redis.lrange(key, 0, -1)
-        elif kind == b"zset":
-            out[key] = redis.zrange(key, 0, -1, withscores=True)
-        elif kind == b"stream":
-            out[key] = redis.xrange(key)
-        else:  # pragma: no cover - a type this service never writes
-            raise AssertionError(f"unexpected redis type {kind!r} for {key!r}")
-    return out
-
-
 def auth_events(rt: Runtime) -> list[dict[str, Any]]:
     return [e for e in rt.audit.recent(10_000) if e["event"] == "authenticate"]
-
-
-def call_keys(redis: Any) -> list[bytes]:
-    return list(redis.scan_iter("ivr:call:*"))
 
 
 class Caller:
@@ -271,13 +242,13 @@ class TestSignatures:
         if case == "garbage":
             return {"X-Twilio-Signature": "not base64 at all \u00e9"}
         if case == "other_url":
-            return {"X-Twilio-Signature": sign(BASE_URL + "/voice/other", params)}
+            return sign(TOKEN, BASE_URL + "/voice/other", params)
         if case == "other_query":
-            return {"X-Twilio-Signature": sign(url + ("&" if "?" in url else "?") + "x=1", params)}
+            return sign(TOKEN, url + ("&" if "?" in url else "?") + "x=1", params)
         if case == "other_token":
-            return {"X-Twilio-Signature": sign(url, params, token="another-accounts-token")}
+            return sign("another-accounts-token", url, params)
         if case == "tampered_params":
-            return {"X-Twilio-Signature": sign(url, {**params, "Digits": "0"})}
+            return sign(TOKEN, url, {**params, "Digits": "0"})
         raise AssertionError(case)
 
     BAD_CASES = (
@@ -302,7 +273,7 @@ class TestSignatures:
         path: str,
     ) -> None:
         params = call_params(Digits=ALICE.account)
-        before = dump(redis)
+        before = redis_snapshot(redis)
         response = client.post(
             path,
             data=params,
@@ -311,21 +282,21 @@ class TestSignatures:
         )
         assert response.status_code == 403
         assert b"<Response" not in response.data
-        assert dump(redis) == before
+        assert redis_snapshot(redis) == before
         assert call_keys(redis) == []
         assert not redis.exists(keys.AUDIT)
 
     def test_forged_request_mid_call_changes_nothing(self, client: FlaskClient, redis: Any) -> None:
         caller = Caller(client).to("pin")
-        before = dump(redis)
+        before = redis_snapshot(redis)
         response = client.post(
             caller.action,
             data=caller.params(Digits=ALICE.pin),
-            headers={"X-Twilio-Signature": sign(BASE_URL + "/voice", caller.params())},
+            headers=sign(TOKEN, BASE_URL + "/voice", caller.params()),
             base_url=BASE_URL,
         )
         assert response.status_code == 403
-        assert dump(redis) == before
+        assert redis_snapshot(redis) == before
 
     def test_valid_signature_starts_the_call(self, client: FlaskClient, redis: Any) -> None:
         params = call_params()
@@ -351,7 +322,7 @@ class TestSignatures:
         for signing_token in (TOKEN, ""):
             response = signed_post(client, path, params, token=signing_token)
             assert response.status_code == 403
-        assert dump(redis) == {}
+        assert redis_snapshot(redis) == {}
 
     def test_published_twilio_test_vector(self) -> None:
         url = "https://mycompany.com/myapp.php?foo=1&bar=2"
@@ -445,7 +416,7 @@ class TestBehindAProxy:
             client, "/voice", call_params(), signed_url=PUBLIC + "/voice", headers=FORWARDED
         )
         assert response.status_code == 403
-        assert dump(redis) == {}
+        assert redis_snapshot(redis) == {}
         plain = signed_post(client, "/voice", call_params(), headers=FORWARDED)
         assert plain.status_code == 200
 
@@ -678,10 +649,6 @@ class TestWholeCalls:
 # -- no enumeration --------------------------------------------------------------------------
 
 
-def bodies(result: CallResult) -> list[str]:
-    return [e.body for e in result.events if e.kind != "status"]
-
-
 def two_attempts(account: str, first: Any, second: Any, method_key: str = "1") -> Any:
     return scripted(Keys(account + "#"), Keys(method_key), first, Keys(method_key), second)
 
@@ -698,9 +665,9 @@ class TestNoEnumeration:
         wrong_call = known_player.play(
             two_attempts(ALICE.account, Keys(WRONG_PIN + "#"), Keys("123987#"))
         )
-        assert bodies(unknown_call) == bodies(wrong_call)
+        assert webhook_bodies(unknown_call) == webhook_bodies(wrong_call)
         assert unknown_call.said(OTHER_ROUTE)
-        for body in bodies(unknown_call) + bodies(wrong_call):
+        for body in webhook_bodies(unknown_call) + webhook_bodies(wrong_call):
             assert unknown_player.call_sid not in body
             assert known_player.call_sid not in body
             assert ALICE.account not in body and unknown not in body
@@ -713,7 +680,7 @@ class TestNoEnumeration:
         wrong_call = player().play(
             two_attempts(ALICE.account, Speech("blue whale 7"), Speech("red fox 9"), "2")
         )
-        assert bodies(unknown_call) == bodies(wrong_call)
+        assert webhook_bodies(unknown_call) == webhook_bodies(wrong_call)
 
     def test_caller_id_unknown_number_sounds_like_known_number(
         self, player: PlayerFactory, customers: Any
@@ -721,7 +688,7 @@ class TestNoEnumeration:
         script = (Keys("*#"), Keys("1"), Keys(WRONG_PIN + "#"), Keys("1"), Keys(WRONG_PIN + "#"))
         unknown = player(from_number="+14155550111").play(scripted(*script))
         known = player(from_number=ALICE.phone).play(scripted(*script))
-        assert bodies(unknown) == bodies(known)
+        assert webhook_bodies(unknown) == webhook_bodies(known)
 
     def test_account_without_that_factor_sounds_like_wrong_secret(
         self, player: PlayerFactory, customers: Any, runtime: Runtime
@@ -731,7 +698,7 @@ class TestNoEnumeration:
         wrong = player().play(
             two_attempts(ALICE.account, Keys(WRONG_PIN + "#"), Keys(WRONG_PIN + "#"))
         )
-        assert bodies(no_pin) == bodies(wrong)
+        assert webhook_bodies(no_pin) == webhook_bodies(wrong)
         assert_never_enqueued(no_pin)
 
 
@@ -780,12 +747,12 @@ class TestIdempotency:
     ) -> None:
         caller = Caller(client).to("pin")
         current = caller.action
-        before = dump(redis)
+        before = redis_snapshot(redis)
         stale = caller.post("/voice/step/identify?seq=0", Digits=BOB.account)
         assert stale.status_code == 200
         assert gather_action(stale.data) == current
         assert "Please enter your PIN" in said(stale.data)
-        assert dump(redis) == before
+        assert redis_snapshot(redis) == before
         assert state_of(redis).account == ALICE.account
         assert auth_events(runtime) == []
         # The call then carries on from where it really was.
@@ -796,10 +763,10 @@ class TestIdempotency:
         self, client: FlaskClient, customers: Any, runtime: Runtime, redis: Any
     ) -> None:
         caller = Caller(client).to("pin")
-        before = dump(redis)
+        before = redis_snapshot(redis)
         ahead = caller.post("/voice/step/pin?seq=7", Digits=ALICE.pin)
         assert gather_action(ahead.data) == "/voice/step/pin?seq=2"
-        assert dump(redis) == before
+        assert redis_snapshot(redis) == before
         assert auth_events(runtime) == []
 
     def test_finished_call_stays_finished(
@@ -868,7 +835,7 @@ class TestNothingSecretAtRest:
         ]
         assert [r.outcome for r in results] == ["enqueued", "enqueued", "hung_up"]
 
-        stored = dump(redis)
+        stored = redis_snapshot(redis)
         everything = repr(stored).encode() + b"".join(
             k + v for value in stored.values() if isinstance(value, dict) for k, v in value.items()
         )
@@ -930,7 +897,7 @@ class TestAccountLockout:
         wrong_elsewhere = player(app=strict_app).play(
             two_attempts(BOB.account, Keys(WRONG_PIN + "#"), Keys(WRONG_PIN + "#"))
         )
-        assert bodies(locked) == bodies(wrong_elsewhere)
+        assert webhook_bodies(locked) == webhook_bodies(wrong_elsewhere)
         assert FailureCounter(redis).count(ALICE.account, "pin") == 3
 
         outcomes = [
@@ -969,11 +936,11 @@ class TestStatusAndFallback:
         self, client: FlaskClient, customers: Any, redis: Any, status: str
     ) -> None:
         caller = Caller(client).to("pin")
-        before = dump(redis)
+        before = redis_snapshot(redis)
         response = caller.post("/voice/status", CallStatus=status, CallDuration="12")
         assert response.status_code == 204
         assert response.data == b""
-        assert dump(redis) == before
+        assert redis_snapshot(redis) == before
         # The call carries on exactly where it was.
         assert VERIFIED in said(caller.answer(Digits=ALICE.pin).data)
 
@@ -981,14 +948,14 @@ class TestStatusAndFallback:
         response = signed_post(client, "/voice/status", call_params(CallStatus="completed"))
         assert response.status_code == 204
         assert response.data == b""
-        assert dump(redis) == {}
+        assert redis_snapshot(redis) == {}
 
     def test_status_with_bad_input_is_still_204(self, client: FlaskClient, redis: Any) -> None:
         response = signed_post(
             client, "/voice/status", {"CallSid": "x" * 10_000, "CallStatus": "\u202e" * 5000}
         )
         assert response.status_code == 204
-        assert dump(redis) == {}
+        assert redis_snapshot(redis) == {}
 
     def test_simulated_call_ends_with_a_status_callback(
         self, player: PlayerFactory, customers: Any
@@ -1004,16 +971,16 @@ class TestStatusAndFallback:
         assert response.status_code == 200
         assert response.mimetype == "application/xml"
         assert_apology(response.data)
-        assert dump(redis) == {}
+        assert redis_snapshot(redis) == {}
 
     def test_fallback_mid_call_never_opens_the_door(
         self, client: FlaskClient, customers: Any, redis: Any
     ) -> None:
         caller = Caller(client).to("main_menu")
-        before = dump(redis)
+        before = redis_snapshot(redis)
         response = caller.post("/voice/fallback", Digits="1")
         assert_apology(response.data)
-        assert dump(redis) == before
+        assert redis_snapshot(redis) == before
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -1085,11 +1052,11 @@ class TestBadInput:
         self, client: FlaskClient, redis: Any
     ) -> None:
         Caller(client).start()
-        before = dump(redis)
+        before = redis_snapshot(redis)
         params = call_params("CA123", Digits=ALICE.account)
         response = signed_post(client, "/voice/step/identify?seq=0", params)
         assert_apology(response.data)
-        assert dump(redis) == before
+        assert redis_snapshot(redis) == before
 
     @pytest.mark.parametrize(
         "from_number",
@@ -1157,11 +1124,11 @@ class TestBadInput:
         self, client: FlaskClient, customers: Any, runtime: Runtime, redis: Any, path: str
     ) -> None:
         caller = Caller(client).to("pin")
-        before = dump(redis)
+        before = redis_snapshot(redis)
         response = caller.post(path.format(seq=state_of(redis).seq), Digits="1")
         assert_polite(response)
         assert gather_action(response.data) == caller.action
-        assert dump(redis) == before
+        assert redis_snapshot(redis) == before
         assert auth_events(runtime) == []
 
     @pytest.mark.parametrize("query", ["?seq=abc", "?seq=", "?seq=1.5", "", "?seq=%00", "?sq=2"])
@@ -1169,33 +1136,33 @@ class TestBadInput:
         self, client: FlaskClient, customers: Any, runtime: Runtime, redis: Any, query: str
     ) -> None:
         caller = Caller(client).to("pin")
-        before = dump(redis)
+        before = redis_snapshot(redis)
         response = caller.post("/voice/step/pin" + query, Digits=ALICE.pin)
         assert_polite(response)
         assert_apology(response.data)
-        assert dump(redis) == before
+        assert redis_snapshot(redis) == before
         assert auth_events(runtime) == []
         # The real request, when it comes, still works.
         assert VERIFIED in said(caller.answer(Digits=ALICE.pin).data)
 
     def test_huge_seq_is_just_stale(self, client: FlaskClient, customers: Any, redis: Any) -> None:
         caller = Caller(client).to("pin")
-        before = dump(redis)
+        before = redis_snapshot(redis)
         response = caller.post("/voice/step/pin?seq=" + "9" * 400, Digits=ALICE.pin)
         assert_polite(response)
-        assert dump(redis) == before
+        assert redis_snapshot(redis) == before
 
     def test_step_for_unknown_call_gets_the_apology(self, client: FlaskClient, redis: Any) -> None:
         response = signed_post(client, "/voice/step/pin?seq=2", call_params(Digits=ALICE.pin))
         assert_apology(response.data)
-        assert dump(redis) == {}
+        assert redis_snapshot(redis) == {}
 
     def test_non_form_body_gets_the_apology(self, client: FlaskClient, redis: Any) -> None:
         url = BASE_URL + "/voice"
         response = client.post(
             "/voice",
             json=call_params(),
-            headers={"X-Twilio-Signature": sign(url, {})},
+            headers=sign(TOKEN, url, {}),
             base_url=BASE_URL,
         )
         # Signed, but the parameters are not where Twilio puts them: nothing to act on.

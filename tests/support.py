@@ -1,0 +1,282 @@
+"""Helpers shared by the unit and the integration tests: plain functions and classes, no fixtures.
+
+Fixtures live in the conftest files; a test module imports what it needs from here
+(`from tests.support import ...`). Everything works on fakeredis and on a real Redis alike.
+
+- What rests in Redis: `redis_snapshot` (every key and value, for before/after comparisons),
+  `redis_contents` (one blob to search for a secret, rq's compressed and pickled job data
+  decoded), `contains_code`, `assert_not_in_redis`, `call_keys`, and the audit stream
+  (`audit_events`, `authentications`, `deliveries`).
+- What a simulated call got: `webhook_bodies`, `assert_well_served`, `never_enqueued`,
+  `assert_never_enqueued`.
+- Callers and wires: `sign`, `make_player`, `seed_customer`, `TimedTransport`, `DeliverTwice`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from twilio.request_validator import RequestValidator
+
+from ivr.simulator import CallPlayer, CallResult, HttpTransport, Reply, Transport
+from ivr.store.customers import Customer, RedisCustomerDirectory
+
+#: Seconds: Twilio gives up on a webhook after 15 s, and each answer must be far inside that.
+WEBHOOK_BOUND = 2.0
+
+AUDIT_STREAM = "ivr:audit"
+SIGNATURE_HEADER = "X-Twilio-Signature"
+
+
+# --------------------------------------------------------------------------------------------
+# What rests in Redis
+# --------------------------------------------------------------------------------------------
+
+
+def redis_snapshot(conn: Any) -> dict[bytes, Any]:
+    """Every key with its value, whatever the type, for before/after comparisons."""
+    out: dict[bytes, Any] = {}
+    for key in conn.scan_iter("*"):
+        kind = conn.type(key)
+        if kind == b"hash":
+            out[key] = conn.hgetall(key)
+        elif kind == b"string":
+            out[key] = conn.get(key)
+        elif kind == b"set":
+            out[key] = sorted(conn.smembers(key))
+        elif kind == b"list":
+            out[key] = conn.lrange(key, 0, -1)
+        elif kind == b"zset":
+            out[key] = conn.zrange(key, 0, -1, withscores=True)
+        elif kind == b"stream":
+            out[key] = conn.xrange(key)
+        else:  # pragma: no cover - a type neither we nor rq write
+            raise AssertionError(f"unexpected redis type {kind!r} for {key!r}")
+    return out
+
+
+def _rq_job_text(conn: Any, name: str) -> bytes | None:
+    """An rq job decoded: its arguments, meta and latest result (return value or traceback).
+
+    rq keeps a job's arguments zlib-compressed and pickled, and its results base64-encoded in
+    a stream, where a plain search of the stored bytes would never see a code.
+    """
+    try:
+        job = Job.fetch(name.removeprefix("rq:job:"), connection=conn)
+    except NoSuchJobError:
+        return None  # finished and deleted between the scan and the fetch
+    latest = job.latest_result()
+    outcome = (latest.return_value, latest.exc_string) if latest else None
+    return (
+        f"{name} args={job.args!r} kwargs={job.kwargs!r} meta={job.meta!r} "
+        f"latest_result={outcome!r}"
+    ).encode()
+
+
+def redis_contents(conn: Any) -> bytes:
+    """Every key and value in Redis, whatever its type, as one blob to search for a secret.
+
+    Each stored value is there as stored and, where it is zlib-compressed (the `data` of
+    `rq:job:*`), decompressed too; each rq job is also there decoded (`args=(...) kwargs=...
+    meta=... latest_result=...`), arguments and results unpickled.
+    """
+    parts: list[bytes] = []
+
+    def add(value: Any) -> None:
+        if isinstance(value, bytes):
+            parts.append(value)
+            with contextlib.suppress(zlib.error):
+                parts.append(zlib.decompress(value))
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                add(k)
+                add(v)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                add(item)
+        else:
+            parts.append(str(value).encode())
+
+    for key, value in redis_snapshot(conn).items():
+        add(key)
+        add(value)
+        name = key.decode()
+        if isinstance(value, dict) and name.startswith("rq:job:") and name.count(":") == 2:
+            decoded = _rq_job_text(conn, name)
+            if decoded is not None:
+                parts.append(decoded)
+    return b"\n".join(parts)
+
+
+def contains_code(text: str | bytes, code: str) -> bool:
+    """The code as a number of its own (a timestamp's digits that happen to include it do not
+    count; the code glued to letters or punctuation does)."""
+    pattern = rf"(?<![0-9]){re.escape(code)}(?![0-9])"
+    if isinstance(text, bytes):
+        return re.search(pattern.encode(), text) is not None
+    return re.search(pattern, text) is not None
+
+
+def assert_not_in_redis(conn: Any, code: str) -> None:
+    assert not contains_code(redis_contents(conn), code), f"code {code} found in Redis"
+
+
+def call_keys(conn: Any) -> list[bytes]:
+    """The keys of the call sessions in Redis, sorted."""
+    return sorted(conn.scan_iter(match="ivr:call:*"))
+
+
+def audit_events(conn: Any, call_sid: str | None = None) -> list[dict[str, str]]:
+    """The audit stream, oldest first; only the events of `call_sid` if given."""
+    entries = [
+        {k.decode(): v.decode() for k, v in fields.items()}
+        for _id, fields in conn.xrange(AUDIT_STREAM)
+    ]
+    return [e for e in entries if call_sid is None or e.get("call_sid") == call_sid]
+
+
+def _outcomes(conn: Any, call_sid: str, event: str) -> list[tuple[str, str]]:
+    return [
+        (e["method"], e["outcome"]) for e in audit_events(conn, call_sid) if e["event"] == event
+    ]
+
+
+def authentications(conn: Any, call_sid: str) -> list[tuple[str, str]]:
+    """(method, outcome) of every authentication attempt of the call, in order."""
+    return _outcomes(conn, call_sid, "authenticate")
+
+
+def deliveries(conn: Any, call_sid: str) -> list[tuple[str, str]]:
+    """(method, outcome) of every delivery event (code sent, call back placed) of the call."""
+    return _outcomes(conn, call_sid, "delivery")
+
+
+def seed_customer(url: str, customer: Customer) -> Customer:
+    """Store `customer` (already hashed) in the Redis at `url`, as enrolment would."""
+    with redis.Redis.from_url(url) as conn:
+        RedisCustomerDirectory(conn).add(customer)
+    return customer
+
+
+# --------------------------------------------------------------------------------------------
+# What a simulated call got
+# --------------------------------------------------------------------------------------------
+
+
+def webhook_bodies(result: CallResult) -> list[str]:
+    """The TwiML of every webhook answer of the call, in order (status callback excluded)."""
+    return [event.body for event in result.events if event.kind != "status"]
+
+
+def assert_well_served(result: CallResult) -> None:
+    """Every webhook got 200 TwiML and the final status callback got 204."""
+    transcript = result.transcript(requests=True)
+    webhooks = [event for event in result.events if event.kind != "status"]
+    assert webhooks, transcript
+    for event in webhooks:
+        assert event.status == 200, f"{event.url}: HTTP {event.status}\n{transcript}"
+        assert event.content_type.startswith("application/xml"), transcript
+    status = result.status_callback
+    assert status is not None and status.status == 204, transcript
+
+
+def never_enqueued(result: CallResult) -> bool:
+    return result.queue is None and not any("<Enqueue" in body for body in webhook_bodies(result))
+
+
+def assert_never_enqueued(result: CallResult) -> None:
+    assert result.outcome != "enqueued", result.transcript(requests=True)
+    assert result.queue is None
+    assert all("<Enqueue" not in e.body for e in result.events)
+
+
+# --------------------------------------------------------------------------------------------
+# Callers and wires
+# --------------------------------------------------------------------------------------------
+
+
+def sign(token: str, url: str, params: dict[str, str]) -> dict[str, str]:
+    """The header Twilio would send with `params` POSTed to `url`, signed with `token`."""
+    return {SIGNATURE_HEADER: RequestValidator(token).compute_signature(url, params)}
+
+
+def make_player(
+    base_url: str, auth_token: str, transport: Transport | None = None, **options: Any
+) -> CallPlayer:
+    """A simulated caller over `transport` (default: real HTTP). A caller on hold really waits
+    (`pause_scale` 1.0) unless `options` say otherwise, giving a worker its time."""
+    return CallPlayer(transport or HttpTransport(), base_url, auth_token, **options)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One request a `TimedTransport` delivered, with its answer and how long that took."""
+
+    url: str
+    path: str
+    params: dict[str, str]
+    reply: Reply
+    elapsed: float
+    done: float  # time.monotonic() when the answer was in
+
+
+class TimedTransport:
+    """Times every answer (`sent`, in order); `assert_prompt()` checks each was quick."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.sent: list[Sent] = []
+
+    def _timed(self, url: str, params: dict[str, str], send: Callable[[], Reply]) -> Reply:
+        started = time.monotonic()
+        reply = send()
+        done = time.monotonic()
+        self.sent.append(Sent(url, urlsplit(url).path, dict(params), reply, done - started, done))
+        return reply
+
+    def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> Reply:
+        return self._timed(url, params, lambda: self.inner.post(url, params, headers))
+
+    def get(self, url: str, headers: dict[str, str]) -> Reply:
+        return self._timed(url, {}, lambda: self.inner.get(url, headers))
+
+    def assert_prompt(self, bound: float = WEBHOOK_BOUND) -> None:
+        slow = [(s.path, round(s.elapsed, 3)) for s in self.sent if s.elapsed >= bound]
+        assert not slow, f"webhooks slower than {bound} s: {slow}"
+
+
+class DeliverTwice:
+    """Delivers the first request for `path` twice, byte for byte (same signature, same
+    idempotency token), as Twilio does when the first answer did not reach it in time; then
+    calls `after()`, if given. `replies` holds the two answers."""
+
+    def __init__(
+        self, inner: Transport, path: str, after: Callable[[], None] | None = None
+    ) -> None:
+        self.inner = inner
+        self.path = path
+        self.after = after
+        self.replies: list[Reply] = []
+
+    def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> Reply:
+        reply = self.inner.post(url, params, headers)
+        if urlsplit(url).path == self.path and not self.replies:
+            self.replies.append(reply)
+            self.replies.append(self.inner.post(url, dict(params), dict(headers)))
+            if self.after is not None:
+                self.after()
+            return self.replies[-1]
+        return reply
+
+    def get(self, url: str, headers: dict[str, str]) -> Reply:
+        return self.inner.get(url, headers)
