@@ -13,6 +13,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -184,19 +185,14 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
 
 
 def _wait(processes: list[subprocess.Popen]) -> None:
-    stop = {"now": False}
-
-    def _stop(*_: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        while not stop["now"]:
-            if any(p.poll() is not None for p in processes):
-                raise IvrError("a dev process exited unexpectedly; see its output above")
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    """Until Ctrl-C or SIGTERM. Both are handled explicitly: a shell that starts `ivr dev` in
+    the background leaves SIGINT ignored, which would make Ctrl-C-style stops do nothing."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        if any(p.poll() is not None for p in processes):
+            raise IvrError("a dev process exited unexpectedly; see its output above")
 
 
 def _banner(say: Say, base_url: str, added: list[DemoCustomer]) -> None:
