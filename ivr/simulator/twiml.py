@@ -146,11 +146,11 @@ _DOCTYPE = re.compile(r"<!DOCTYPE", re.IGNORECASE)
 def parse_twiml(body: str) -> list[Verb]:
     """Parse a webhook answer into verbs, in document order.
 
-    Raises `TwimlError` for anything that is not a `<Response>` document Twilio would run.
+    Raises `TwimlError` for anything that is not a Response document Twilio would run.
     """
     text = body.lstrip()
     if not text:
-        raise TwimlError("empty body: expected a <Response> TwiML document")
+        raise TwimlError("empty body: expected a TwiML Response document")
     if _DOCTYPE.search(text):
         # TwiML never needs a DTD; refusing it also keeps entity tricks out of the parser.
         raise TwimlError("TwiML must not contain a DOCTYPE")
@@ -160,7 +160,7 @@ def parse_twiml(body: str) -> list[Verb]:
         snippet = text[:80].replace("\n", " ")
         raise TwimlError(f"body is not XML ({exc}): {snippet!r}") from exc
     if root.tag != "Response":
-        raise TwimlError(f"root element is <{root.tag}>, expected <Response>")
+        raise TwimlError(f"root element is <{root.tag}>, expected Response")
     return [_verb(element) for element in root]
 
 

@@ -467,7 +467,7 @@ def test_parse_twiml_reads_nested_dial_nouns_and_tasks() -> None:
         ("", "empty body"),
         ("hello", "not XML"),
         ("<Response><Say>unclosed</Response>", "not XML"),
-        ("<Result><Say>x</Say></Result>", "expected <Response>"),
+        ("<Result><Say>x</Say></Result>", "expected Response"),
         ("<Response><Gather><Redirect>/x</Redirect></Gather></Response>", "cannot contain"),
         ('<Response><Gather numDigits="four"/></Response>', "not an integer"),
         ('<Response><Gather input="keys"/></Response>', "dtmf, speech"),
