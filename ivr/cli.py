@@ -14,6 +14,7 @@ from typing import Any
 import click
 import redis.exceptions
 
+from ivr.assurance import METHODS
 from ivr.errors import FlowDefinitionError, IvrError
 
 DATA_DIR = Path(".ivr")
@@ -80,13 +81,32 @@ def serve(host: str, port: int, workers: int) -> None:
         raise IvrError("REDIS_URL: not set; `ivr serve` needs a Redis (or use `ivr dev`)")
     if not settings.twilio_auth_token:
         raise IvrError("TWILIO_AUTH_TOKEN: not set; without it every webhook would be refused")
-    from ivr.app import load_checked_flow
+    from ivr.app import check_delivery_settings, load_checked_flow
 
-    load_checked_flow(settings)  # fail here, in one line, rather than in every gunicorn worker
+    flow = load_checked_flow(settings)  # fail here, in one line, not in every gunicorn worker
+    check_delivery_settings(flow, settings)
+    for method, backend in _outbox_methods(flow, settings):
+        click.echo(
+            f"warning: {method} goes to the development outbox ({backend}=outbox): "
+            f"codes are written to {settings.outbox}, never sent",
+            err=True,
+        )
     from ivr.processes import web_command
 
     argv = web_command(f"{host}:{port}", workers)
     os.execvp(argv[0], argv)
+
+
+def _outbox_methods(flow: Any, settings: Any) -> list[tuple[str, str]]:
+    from ivr.flows.schema import AuthenticateStep
+
+    backends = {
+        "sms_otp": ("IVR_SMS_BACKEND", settings.sms_backend),
+        "email_otp": ("IVR_EMAIL_BACKEND", settings.email_backend),
+        "callback": ("IVR_CALL_BACKEND", settings.call_backend),
+    }
+    methods = sorted({s.method for s in flow.steps.values() if isinstance(s, AuthenticateStep)})
+    return [(m, backends[m][0]) for m in methods if m in backends and backends[m][1] == "outbox"]
 
 
 @cli.command()
@@ -452,9 +472,7 @@ def customers_set(account: str, **options: str | None) -> None:
 
 @customers.command("reset")
 @click.argument("account")
-@click.option(
-    "--method", type=click.Choice(["pin", "passcode", "all"]), default="all", show_default=True
-)
+@click.option("--method", type=click.Choice([*METHODS, "all"]), default="all", show_default=True)
 def customers_reset(account: str, method: str) -> None:
     """Clear a locked factor's failure count (after the customer proved who they are)."""
     from ivr.store.counters import FailureCounter
@@ -464,7 +482,7 @@ def customers_reset(account: str, method: str) -> None:
     if RedisCustomerDirectory(client).get(account) is None:
         raise IvrError(f"no customer with account number {account}")
     counter = FailureCounter(client)
-    for name in ("pin", "passcode") if method == "all" else (method,):
+    for name in METHODS if method == "all" else (method,):
         counter.reset(account, name)
     click.echo(f"reset {method} failures for {account}")
 
@@ -492,10 +510,14 @@ def customers_show(account: str) -> None:
         raise IvrError(f"no customer with account number {account}")
     counter = FailureCounter(client)
     for field in ("account", "phone", "email", "name", "address"):
-        click.echo(f"{field:9} {getattr(customer, field) or '-'}")
-    for method in ("pin", "passcode"):
-        state = "set" if customer.secret_hash(method) else "not set"
-        click.echo(f"{method:9} {state}, {counter.count(account, method)} consecutive failures")
+        click.echo(f"{field:12} {getattr(customer, field) or '-'}")
+    for method in METHODS:
+        failures = counter.count(account, method)
+        if method in ("pin", "passcode"):
+            state = "set" if customer.secret_hash(method) else "not set"
+            click.echo(f"{method:12} {state}, {failures} consecutive failures")
+        elif failures:
+            click.echo(f"{method:12} {failures} consecutive failures")
 
 
 def _factors(hashes: dict[str, str]) -> str:

@@ -29,61 +29,70 @@ CALLBACK_PATH = "/voice/callback"
 CHANNELS = {"sms_otp": "sms", "email_otp": "email"}
 
 
-def send_code(call_sid: str, method: str, account: str) -> None:
-    """Make a one-time code for this call and method and send it to the destination on file."""
+def send_code(call_sid: str, method: str, account: str, nonce: str) -> None:
+    """Make a one-time code for this call and method and send it to the destination on file.
+
+    `nonce` names the send; once the caller has asked for a newer one, this job changes nothing.
+    """
     job = get_current_job()
     assert job is not None, "send_code runs inside an rq worker"
     redis: Redis = job.connection
     settings = load_settings()
     store = CodeStore(redis)
     audit = AuditLog(redis)
-    customer = RedisCustomerDirectory(redis).get(account)
-    to = destination(customer, method)
+    ttl = settings.code_ttl
+    to = destination(RedisCustomerDirectory(redis).get(account), method)
     if to is None:
         # Unknown account, or no email on file: the caller hears exactly what a customer hears,
         # and no code will ever match.
-        store.set_delivery(call_sid, method, "sent", settings.code_ttl)
+        store.settle(call_sid, method, nonce, ttl, status="sent")
         return
-    if job.enqueued_at is not None and _age(job.enqueued_at) >= settings.code_ttl:
-        store.set_delivery(call_sid, method, "failed", settings.code_ttl)  # never a stale code
+    if job.enqueued_at is not None and _age(job.enqueued_at) >= ttl:
+        store.settle(call_sid, method, nonce, ttl, status="failed", void=True)  # never stale
         return
     try:
-        _deliver(settings, store, call_sid, method, to)
+        sent = _deliver(settings, store, call_sid, method, to, nonce)
     except (PermanentDeliveryError, SettingsError) as exc:
-        _failed(store, audit, settings, call_sid, method, account, exc)
+        _failed(store, audit, settings, call_sid, method, account, nonce, exc)
         return
     except DeliveryError as exc:
         if job.retries_left:
             log.warning("delivery for call %s (%s) failed for now: %s", call_sid, method, exc)
             raise
-        _failed(store, audit, settings, call_sid, method, account, exc)
+        _failed(store, audit, settings, call_sid, method, account, nonce, exc)
         raise
-    store.set_delivery(call_sid, method, "sent", settings.code_ttl)
-    audit.record("delivery", call_sid=call_sid, account=account, method=method, outcome="sent")
+    if sent and store.settle(call_sid, method, nonce, ttl, status="sent"):
+        audit.record("delivery", call_sid=call_sid, account=account, method=method, outcome="sent")
 
 
-def _deliver(settings: Settings, store: CodeStore, call_sid: str, method: str, to: str) -> None:
+def _deliver(
+    settings: Settings, store: CodeStore, call_sid: str, method: str, to: str, nonce: str
+) -> bool:
+    """Send one code; False when a newer send has taken over (then nothing is sent)."""
     channel = CHANNELS[method]
     backend = settings.sms_backend if channel == "sms" else settings.email_backend
+    ttl = settings.code_ttl
     if backend == "verify":
+        if not store.is_current(call_sid, method, nonce):
+            return False
         TwilioVerify(make_client(settings), settings.verify_service_sid or "").start(to, channel)
-        store.issue_otp(call_sid, method, VERIFY_MARK, settings.code_ttl)
-        return
+        return store.settle(call_sid, method, nonce, ttl, issue=VERIFY_MARK)
     if not settings.code_key:
         raise PermanentDeliveryError("IVR_CODE_KEY is not set; no code can be made")
     code = codes.make_code(settings.code_digits)
     issued = codes.IssuedCode(
         codes.digest(settings.code_key, codes.otp_purpose(call_sid, method), code),
-        time.time() + settings.code_ttl,
+        time.time() + ttl,
     )
-    store.issue_otp(call_sid, method, issued, settings.code_ttl)
-    minutes = settings.code_ttl // 60
+    if not store.settle(call_sid, method, nonce, ttl, issue=issued):
+        return False
     delivery = delivery_for(settings, channel)  # type: ignore[arg-type]
     if channel == "sms":
-        delivery.send_sms(to, code_message(settings.brand, code, minutes))
+        delivery.send_sms(to, code_message(settings.brand, code, ttl // 60))
     else:
-        subject, body = code_email(settings.brand, code, minutes)
+        subject, body = code_email(settings.brand, code, ttl // 60)
         delivery.send_email(to, subject, body)
+    return True
 
 
 def _failed(
@@ -93,18 +102,19 @@ def _failed(
     call_sid: str,
     method: str,
     account: str,
+    nonce: str,
     exc: DeliveryError | SettingsError,
 ) -> None:
-    store.consume_otp(call_sid, method)  # a code nobody received must not stay valid
-    store.set_delivery(call_sid, method, "failed", settings.code_ttl)
-    audit.record(
-        "delivery",
-        call_sid=call_sid,
-        account=account,
-        method=method,
-        outcome="failed",
-        detail=str(exc)[:200],
-    )
+    # A code nobody received must not stay valid; a newer send's code is left alone.
+    if store.settle(call_sid, method, nonce, settings.code_ttl, status="failed", void=True):
+        audit.record(
+            "delivery",
+            call_sid=call_sid,
+            account=account,
+            method=method,
+            outcome="failed",
+            detail=str(exc)[:200],
+        )
 
 
 def place_callback(

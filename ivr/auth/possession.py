@@ -17,7 +17,7 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 
 from ivr.auth import codes
-from ivr.flows.engine import CallState, Delivery, DeliveryStatus
+from ivr.flows.engine import CallState, Delivery, DeliveryStatus, FactorUnavailable
 from ivr.processes import QUEUE
 from ivr.store.audit import AuditLog
 from ivr.store.codes import VERIFY_MARK, CodeStore, SendLimiter
@@ -84,13 +84,15 @@ class Possession:
         if not self.limiter.allow(_cap_scope(state), to, prefix):
             self._audit(state, method, "send_capped")
             return "unavailable"
-        self.codes.set_delivery(state.call_sid, method, "pending", self.policy.ttl)
+        nonce = str(state.seq)  # one per answered request of the call
+        self.codes.open_delivery(state.call_sid, method, nonce, self.policy.ttl)
         self._enqueue(
             SEND_CODE_JOB,
-            f"code-{state.call_sid}-{method}-{state.seq}",
+            f"code-{state.call_sid}-{method}-{nonce}",
             state.call_sid,
             method,
             account,
+            nonce,
         )
         self._audit(state, method, "send_requested")
         return "queued"
@@ -125,10 +127,13 @@ class Possession:
         issued = self.codes.otp(state.call_sid, method)
         if issued == VERIFY_MARK:
             to = destination(customer, method)
+            if method not in self.verify:
+                return False  # the backend changed since the code was sent: fail closed
             try:
                 ok = bool(answer and to and self.verify[method].check(to, answer))
-            except (DeliveryError, KeyError):
-                ok = False  # fail closed: an unreachable Verify never lets anyone in
+            except DeliveryError as exc:
+                # Fail closed without blaming the caller: another method is offered instead.
+                raise FactorUnavailable(str(exc)) from None
         else:
             ok = (
                 self.policy.key is not None

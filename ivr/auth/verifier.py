@@ -10,7 +10,13 @@ from __future__ import annotations
 from ivr.assurance import factor_of
 from ivr.auth.knowledge import SecretHasher
 from ivr.auth.possession import Possession
-from ivr.flows.engine import CALLBACK_CONFIRM, CallState, Delivery, DeliveryStatus
+from ivr.flows.engine import (
+    CALLBACK_CONFIRM,
+    CallState,
+    Delivery,
+    DeliveryStatus,
+    FactorUnavailable,
+)
 from ivr.flows.schema import CODE_METHODS
 from ivr.store.audit import AuditLog
 from ivr.store.counters import FailureCounter
@@ -53,31 +59,45 @@ class Verifier:
 
     def verify(self, state: CallState, method: str, answer: str | None) -> bool:
         customer = self.directory.get(state.account or "")
-        locked = (
-            customer is not None
-            and self.counter.count(customer.account, method) >= self.max_account_failures
-        )
-        usable = None if locked else answer
-        matched = self._matches(state, method, customer, usable)
-        outcome = "success" if matched else ("locked" if locked else "failure")
-        if customer is not None:
-            if matched:
-                self.counter.reset(customer.account, method)
-            elif (
-                not locked
-                and self.counter.add(customer.account, method) >= self.max_account_failures
-            ):
-                outcome = "failure_locked_now"
+        # The attempt is counted before it is checked: INCR is atomic, so parallel calls cannot
+        # all pass a read-then-write check and get more guesses than the cap allows.
+        attempt = self.counter.add(customer.account, method) if customer else 0
+        locked = attempt > self.max_account_failures
+        if locked and customer is not None:
+            self.counter.undo(
+                customer.account, method
+            )  # refused unchecked: the count stays at the cap
+        try:
+            matched = self._matches(state, method, customer, None if locked else answer)
+        except FactorUnavailable:
+            if customer is not None:
+                self.counter.undo(customer.account, method)  # the provider failed, not the caller
+            self._audit(state, method, "unavailable")
+            raise
+        if matched and customer is not None:
+            self.counter.reset(customer.account, method)
+        if customer is None:
+            outcome = "failure_unknown_account"
+        elif matched:
+            outcome = "success"
+        elif locked:
+            outcome = "locked"
+        else:
+            at_cap = attempt == self.max_account_failures
+            outcome = "failure_locked_now" if at_cap else "failure"
+        self._audit(state, method, outcome)
+        return matched
+
+    def _audit(self, state: CallState, method: str, outcome: str) -> None:
         self.audit.record(
             "authenticate",
             call_sid=state.call_sid,
             account=state.account or "",
             caller=state.caller,
             method=method,
-            outcome=outcome if customer else "failure_unknown_account",
+            outcome=outcome,
             detail=factor_of(method).value,
         )
-        return matched
 
     def _matches(
         self, state: CallState, method: str, customer: Customer | None, answer: str | None
@@ -92,6 +112,7 @@ class Verifier:
                 customer.account, answer
             )
         if method == "callback":
-            # Only a call placed by the worker to the number on file carries `via_callback`.
-            return state.via_callback and answer == CALLBACK_CONFIRM
+            # Only a call the worker placed to this account's number on file carries its account.
+            called_back = state.called_back is not None and state.called_back == state.account
+            return called_back and answer == CALLBACK_CONFIRM
         raise ValueError(f"unknown method {method}")

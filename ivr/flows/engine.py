@@ -49,7 +49,9 @@ class CallState:
     ended: bool = False
     holding: bool = False  # waiting for the worker to deliver a code
     waited: int = 0  # seconds held so far for the current delivery
-    via_callback: bool = False  # this call is the call back to the number on file
+    # On a call back: the account whose number on file the worker called. The callback proof
+    # holds for that account only, whatever the caller claims later in the call.
+    called_back: str | None = None
 
     @property
     def assurance(self) -> Assurance:
@@ -61,6 +63,13 @@ class CallState:
     @classmethod
     def from_json(cls, text: str | bytes) -> CallState:
         return cls(**json.loads(text))
+
+
+class FactorUnavailable(Exception):
+    """The factor's provider could not check the answer (e.g. Twilio Verify is down).
+
+    Not a failed attempt: the caller is offered another method, and nothing is counted.
+    """
 
 
 @dataclass(frozen=True)
@@ -224,7 +233,12 @@ class Engine:
             return self._enter(state, state.step, [])
         if step.method == "callback" and given.digits != CALLBACK_CONFIRM:
             return self._retry(state, step)  # a stray key on the call back is not an attempt
-        ok = self.ports.verify(state, step.method, _answer(step, given))
+        try:
+            ok = self.ports.verify(state, step.method, _answer(step, given))
+        except FactorUnavailable:
+            if step.on_unavailable is None:
+                raise
+            return self._unavailable(state, step)
         if ok:
             if step.method not in state.proofs:
                 state.proofs.append(step.method)
@@ -299,7 +313,7 @@ class Engine:
             if state.holding:
                 return [Hold(state.step, POLL_SECONDS)]
             return [self._ask(state, state.step, step)]
-        if step.method == "callback" and state.via_callback:
+        if step.method == "callback" and state.called_back and state.called_back == state.account:
             return [self._ask(state, state.step, step)]
         if step.method == "callback":
             if self.ports.request_callback(state, state.step) == "unavailable":

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from redis import Redis
+from redis.client import Pipeline
 
 from ivr.auth.codes import IssuedCode
 from ivr.store import keys
@@ -45,16 +46,55 @@ class CodeStore:
     def consume_service_code(self, account: str) -> bool:
         return bool(self.redis.delete(keys.service_code(account)))
 
-    def set_delivery(self, call_sid: str, method: str, status: DeliveryStatus, ttl: int) -> None:
-        self.redis.set(keys.delivery(call_sid, method), status, ex=ttl)
+    def open_delivery(self, call_sid: str, method: str, nonce: str, ttl: int) -> None:
+        """A new send for this call and method; any earlier one still running is superseded."""
+        key = keys.delivery(call_sid, method)
+        pipe = self.redis.pipeline()
+        pipe.hset(key, mapping={"status": "pending", "nonce": nonce})
+        pipe.expire(key, ttl)
+        pipe.execute()
 
     def delivery(self, call_sid: str, method: str) -> DeliveryStatus | None:
-        raw = self.redis.get(keys.delivery(call_sid, method))
+        raw = self.redis.hget(keys.delivery(call_sid, method), "status")
         return raw.decode() if raw else None  # type: ignore[return-value]
 
+    def is_current(self, call_sid: str, method: str, nonce: str) -> bool:
+        return self.redis.hget(keys.delivery(call_sid, method), "nonce") == nonce.encode()
+
+    def settle(
+        self,
+        call_sid: str,
+        method: str,
+        nonce: str,
+        ttl: int,
+        *,
+        status: DeliveryStatus | None = None,
+        issue: IssuedCode | str | None = None,
+        void: bool = False,
+    ) -> bool:
+        """Record what the send `nonce` did, only if it is still the current one.
+
+        A late job (a retry outliving the caller's hold, say) must neither overwrite the code
+        of a newer send nor mark it failed; WATCH makes the check and the write one step.
+        """
+        key = keys.delivery(call_sid, method)
+
+        def update(pipe: Pipeline) -> bool:
+            if pipe.hget(key, "nonce") != nonce.encode():
+                return False
+            pipe.multi()
+            if status is not None:
+                pipe.hset(key, "status", status)
+            if issue is not None:
+                pipe.set(keys.otp(call_sid, method), _encode(issue), ex=ttl)
+            if void:
+                pipe.delete(keys.otp(call_sid, method))
+            return True
+
+        return bool(self.redis.transaction(update, key, value_from_callable=True))
+
     def _put(self, key: str, issued: IssuedCode | str, ttl: int) -> None:
-        value = issued if isinstance(issued, str) else json.dumps(asdict(issued))
-        self.redis.set(key, value, ex=ttl)
+        self.redis.set(key, _encode(issued), ex=ttl)
 
     def _get(self, key: str) -> IssuedCode | str | None:
         raw = self.redis.get(key)
@@ -64,6 +104,10 @@ class CodeStore:
         if text == VERIFY_MARK:
             return VERIFY_MARK
         return IssuedCode(**json.loads(text))
+
+
+def _encode(issued: IssuedCode | str) -> str:
+    return issued if isinstance(issued, str) else json.dumps(asdict(issued))
 
 
 @dataclass(frozen=True)

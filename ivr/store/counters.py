@@ -17,5 +17,9 @@ class FailureCounter:
     def add(self, account: str, method: str) -> int:
         return int(self.redis.incr(keys.failures(account, method)))
 
+    def undo(self, account: str, method: str) -> None:
+        """Take back an attempt that never reached the factor (its provider was down)."""
+        self.redis.decr(keys.failures(account, method))
+
     def reset(self, account: str, method: str) -> None:
         self.redis.delete(keys.failures(account, method))

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from redis import Redis
 
+from ivr.assurance import METHODS
 from ivr.errors import CustomerError
 from ivr.store import keys
 
@@ -131,7 +132,7 @@ class RedisCustomerDirectory:
         pipe = self.redis.pipeline()
         pipe.delete(keys.customer(account))
         pipe.srem(keys.phone(current.phone), account)
-        pipe.delete(*(keys.failures(account, m) for m in ("pin", "passcode")))
+        pipe.delete(*(keys.failures(account, m) for m in METHODS))
         pipe.execute()
 
     def _existing(self, account: str) -> Customer:

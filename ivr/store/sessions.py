@@ -15,7 +15,7 @@ from redis import Redis
 from ivr.flows.engine import CallState
 from ivr.store import keys
 
-LOCK_TIMEOUT = 10  # seconds a crashed web process can hold a call
+LOCK_TIMEOUT = 20  # longer than any one request can take (Twilio HTTP timeout: 10 s)
 LOCK_WAIT = 8  # well inside Twilio's 15 s budget
 
 

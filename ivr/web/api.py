@@ -8,12 +8,15 @@ the signed-in web account. The code is returned once and stored only as a keyed 
 from __future__ import annotations
 
 import hmac
+import logging
 
 from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
 
 from ivr.runtime import runtime
 from ivr.store.customers import ACCOUNT
 
+log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
@@ -21,6 +24,15 @@ def _error(status: int, message: str) -> Response:
     response = jsonify({"error": message})
     response.status_code = status
     return response
+
+
+@bp.errorhandler(Exception)
+def _unavailable(error: Exception) -> Response | HTTPException:
+    """The web backend gets a JSON 503 it can retry, never a 500 page."""
+    if isinstance(error, HTTPException):
+        return error
+    log.error("service-code API failed (%s)", type(error).__name__, exc_info=error)
+    return _error(503, "service codes are unavailable right now; try again shortly")
 
 
 @bp.before_request

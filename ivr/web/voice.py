@@ -78,7 +78,7 @@ def callback() -> Response:
             account=ref.account,
             proofs=list(ref.proofs),
             failures=ref.failures,
-            via_callback=True,
+            called_back=ref.account,
         )
 
     return _start(inherit, rt.engine.answer_callback)
@@ -118,7 +118,7 @@ def _start(
             "call_started",
             call_sid=call_sid,
             caller=state.caller,
-            detail="callback" if state.via_callback else None,
+            detail="callback" if state.called_back else None,
         )
     log.info("call %s started", call_sid)
     return _twiml(reply)

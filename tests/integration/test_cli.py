@@ -95,10 +95,12 @@ class TestCustomers:
         )
         client = redis.Redis.from_url(redis_url)
         client.set("ivr:failures:12345678:pin", 7)
+        client.set("ivr:failures:12345678:service_code", 10)  # a locked possession factor
 
         shown = runner.invoke(cli, ["customers", "show", "12345678"]).output
-        assert "pin       set, 7 consecutive failures" in shown
-        assert "passcode  not set" in shown
+        assert "pin          set, 7 consecutive failures" in shown
+        assert "passcode     not set" in shown
+        assert "service_code 10 consecutive failures" in shown
         assert "$argon2" not in shown
 
         changed = runner.invoke(cli, ["customers", "set", "12345678", "--phone", "+14155550111"])
@@ -108,6 +110,11 @@ class TestCustomers:
 
         assert runner.invoke(cli, ["customers", "reset", "12345678"]).exit_code == 0
         assert client.get("ivr:failures:12345678:pin") is None
+        assert client.get("ivr:failures:12345678:service_code") is None
+        client.set("ivr:failures:12345678:sms_otp", 10)
+        one = runner.invoke(cli, ["customers", "reset", "12345678", "--method", "sms_otp"])
+        assert one.exit_code == 0, one.output
+        assert client.get("ivr:failures:12345678:sms_otp") is None
 
         assert runner.invoke(cli, ["customers", "remove", "12345678"]).exit_code == 0
         missing = runner.invoke(cli, ["customers", "show", "12345678"])
@@ -286,3 +293,15 @@ class TestServe:
         assert result.exit_code == 1
         assert f"{tmp_path / 'default.yaml'}:" in result.output
         assert "missing required key `authentication`" in result.output
+
+
+class TestServeChecksDelivery:
+    def test_undeliverable_method_stops_start_up(
+        self, runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("TWILIO_AUTH_TOKEN", "x")
+        monkeypatch.delenv("IVR_CODE_KEY", raising=False)
+        result = runner.invoke(cli, ["serve"])
+        assert result.exit_code == 1
+        assert result.output.startswith("Error: IVR_CODE_KEY: not set")
+        assert "Traceback" not in result.output

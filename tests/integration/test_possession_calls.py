@@ -367,8 +367,10 @@ class TestWorkerDown:
         assert ("sms_otp", "sent") not in deliveries(rdb, call.call_sid)
         (job_id,) = Queue(QUEUE, connection=rdb).get_job_ids()
         assert job_id.startswith(f"code-{call.call_sid}-sms_otp-")
-        # The waiting job's arguments, decoded from its pickle, name the call, not a code.
-        decoded_args = f"args=({call.call_sid!r}, 'sms_otp', {ACCOUNT!r})"
+        # The waiting job's arguments, decoded from its pickle, name the call and the send
+        # (its nonce is the request's sequence number), not a code.
+        nonce = job_id.rsplit("-", 1)[1]
+        decoded_args = f"args=({call.call_sid!r}, 'sms_otp', {ACCOUNT!r}, {nonce!r})"
         assert decoded_args.encode() in redis_contents(rdb)
 
 

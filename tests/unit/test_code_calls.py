@@ -20,6 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from rq import Queue
 
+from ivr.flows.engine import Ask, CallerInput, CallState, Hangup
 from ivr.outbox import Outbox, OutboxMessage
 from ivr.processes import QUEUE
 from ivr.runtime import Runtime
@@ -742,6 +743,37 @@ class TestCallBack:
 
 
 # -- status callbacks ------------------------------------------------------------------------
+
+
+class TestCallBackProvesOnlyTheAccountCalledBack:
+    """A call back to Bob's phone proves possession for Bob, never for an account the caller
+    claims later in that call (say, by keying in Alice's number and PIN)."""
+
+    def test_the_proof_is_refused_for_another_account(
+        self, runtime: Runtime, customers: dict[str, DemoCustomer]
+    ) -> None:
+        state = CallState(
+            call_sid="CA" + "c1" * 16, caller=OUR_NUMBER, step="call_back",
+            account=ALICE.account, proofs=["pin"], called_back=BOB.account,
+        )  # fmt: skip
+        assert not runtime.engine.ports.verify(state, "callback", "1")
+        state.called_back = ALICE.account
+        assert runtime.engine.ports.verify(state, "callback", "1")
+
+    def test_reaching_the_step_for_another_account_calls_that_account_back(
+        self, runtime: Runtime, handset: Handset, customers: dict[str, DemoCustomer]
+    ) -> None:
+        state = CallState(
+            call_sid="CA" + "c2" * 16, caller=OUR_NUMBER, step="card_check",
+            account=ALICE.account, proofs=["pin"], called_back=BOB.account,
+        )  # fmt: skip
+        actions = runtime.engine.answer(state, CallerInput(digits="3"))
+        assert not any(isinstance(a, Ask) for a in actions)  # no "press 1" on Bob's phone
+        assert isinstance(actions[-1], Hangup)
+        assert state.ended
+        run_jobs(runtime.redis)
+        [ring] = handset.messages()
+        assert (ring.channel, ring.to) == ("call", ALICE.phone)
 
 
 class TestStatusCallbacks:

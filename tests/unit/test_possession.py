@@ -21,7 +21,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis as redis_lib
 from flask.testing import FlaskClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rq import Queue
 from rq.job import Job
 
@@ -35,7 +38,7 @@ from ivr.auth.possession import (
     destination,
 )
 from ivr.errors import SettingsError
-from ivr.flows.engine import CallState
+from ivr.flows.engine import CallState, FactorUnavailable
 from ivr.outbox import Outbox, OutboxMessage
 from ivr.processes import QUEUE
 from ivr.runtime import Runtime
@@ -57,6 +60,7 @@ from tests.conftest import (
     BOB,
     CODE_KEY,
     DemoCustomer,
+    make_app,
     run_jobs,
 )
 from tests.support import assert_not_in_redis, redis_contents
@@ -432,11 +436,12 @@ class TestTwilioVerifyMark:
         now: list[float],
         failure: DeliveryError,
     ) -> None:
+        """Nobody gets in, and the caller is not blamed: the factor is unavailable."""
         verified = possession_with(redis, directory, now, verify={"sms_otp": FakeVerify(failure)})
         self.mark(redis)
-        assert (
-            verified.check_code(state(), "sms_otp", directory.get(ALICE.account), "123456") is False
-        )
+        with pytest.raises(FactorUnavailable):
+            verified.check_code(state(), "sms_otp", directory.get(ALICE.account), "123456")
+        assert CodeStore(redis).otp(SID_A, "sms_otp") == VERIFY_MARK
 
     def test_a_mark_without_verify_configured_fails_closed(
         self, redis: Any, possession: Possession, alice_on_file: Customer
@@ -604,7 +609,7 @@ class TestRequestCode:
         assert runtime.possession.request_code(state(), "sms_otp") == "queued"
         [job] = queued(redis)
         assert job.func_name == SEND_CODE_JOB
-        assert job.args == (SID_A, "sms_otp", ALICE.account)
+        assert job.args == (SID_A, "sms_otp", ALICE.account, "0")  # the nonce: this send
         assert job.kwargs == {}
         # the only digit runs the job holds are the account number: no code, no phone number
         data = zlib.decompress(redis.hget(job.key, "data"))
@@ -712,6 +717,47 @@ class TestSendCodeJob:
         assert audit_outcomes(runtime) == ["send_requested", "sent"]
         alice = runtime.customers.get(ALICE.account)
         assert runtime.possession.check_code(state(), "sms_otp", alice, code)
+
+    def test_a_late_job_never_touches_a_newer_send(
+        self,
+        redis: Any,
+        runtime: Runtime,
+        customers: dict[str, DemoCustomer],
+        worker_env: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The caller held, was told the text could not be sent, and asked again: the first
+        job, finishing late, must neither void the new code nor replace it."""
+        runtime.possession.request_code(state(seq=3), "sms_otp")
+        [late] = queued(redis)
+        Queue(QUEUE, connection=redis).remove(late)  # it is stuck somewhere, for now
+        runtime.possession.request_code(state(seq=7), "sms_otp")
+        run_jobs(redis)
+        [message] = outbox(worker_env)
+        code = code_in(message)
+        # the late job now runs, and its provider refuses for good
+        monkeypatch.setenv("IVR_SMS_BACKEND", "twilio")  # without IVR_SMS_FROM: a permanent error
+        Queue(QUEUE, connection=redis).enqueue_job(late)
+        run_jobs(redis)
+        assert delivery(redis) == "sent"
+        assert len(outbox(worker_env)) == 1
+        alice = runtime.customers.get(ALICE.account)
+        assert runtime.possession.check_code(state(seq=8), "sms_otp", alice, code)
+
+    def test_a_late_job_that_succeeds_sends_nothing(
+        self, redis: Any, runtime: Runtime, customers: dict[str, DemoCustomer], worker_env: Path
+    ) -> None:
+        runtime.possession.request_code(state(seq=3), "sms_otp")
+        [late] = queued(redis)
+        Queue(QUEUE, connection=redis).remove(late)
+        runtime.possession.request_code(state(seq=7), "sms_otp")
+        run_jobs(redis)
+        code = code_in(outbox(worker_env)[0])
+        Queue(QUEUE, connection=redis).enqueue_job(late)
+        run_jobs(redis)
+        assert len(outbox(worker_env)) == 1  # the superseded send sent nothing
+        alice = runtime.customers.get(ALICE.account)
+        assert runtime.possession.check_code(state(seq=8), "sms_otp", alice, code)
 
     def test_emails_a_code_to_the_address_on_file(
         self, redis: Any, runtime: Runtime, send: Callable[..., CallState], worker_env: Path
@@ -1065,3 +1111,21 @@ class TestServiceCodeApi:
         if first != second:
             assert not runtime.possession.check_service_code(ALICE.account, first)
         assert runtime.possession.check_service_code(ALICE.account, second)
+
+
+class TestServiceCodeApiFailsClosed:
+    def test_redis_down_is_a_json_503_not_a_500(self, outbox_path: Path) -> None:
+        from ivr.store.server import find_free_port
+
+        down = redis_lib.Redis(port=find_free_port(), socket_connect_timeout=0.2,
+                               socket_timeout=0.2, retry=Retry(NoBackoff(), 0))  # fmt: skip
+        client = make_app(down, outbox=outbox_path).test_client()
+        response = client.post(
+            "/api/service-codes",
+            json={"account": ALICE.account},
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+        )
+        assert response.status_code == 503
+        assert response.get_json() == {
+            "error": "service codes are unavailable right now; try again shortly"
+        }

@@ -27,12 +27,13 @@ from twilio.request_validator import RequestValidator
 
 from ivr.auth import codes
 from ivr.errors import SettingsError
-from ivr.flows.engine import CallerInput, CallState, Enqueue
+from ivr.flows.engine import CallerInput, CallState, Enqueue, Say
 from ivr.outbox import Outbox
 from ivr.processes import QUEUE
 from ivr.runtime import EXTENSION, Runtime
 from ivr.settings import ENV_NAMES
 from ivr.store.codes import VERIFY_MARK, CallbackRef, CallbackRefs, CodeStore
+from ivr.store.counters import FailureCounter
 from ivr.twilio_api import HTTP_TIMEOUT
 from tests.conftest import ALICE, BOB, CODE_KEY, TOKEN, enrol, make_app, redis_contents, run_jobs
 
@@ -400,9 +401,8 @@ class TestVerifyCheck:
             (check_answer("pending"), False),  # a wrong code
             (twilio_error(20404, 404), False),  # no pending verification
             (twilio_error(60202, 429), False),  # max check attempts reached
-            (twilio_error(20500, 500), False),  # Verify is down: fail closed
         ],
-        ids=["approved", "pending", "404", "60202", "500"],
+        ids=["approved", "pending", "404", "60202"],
     )
     def test_twilio_decides(
         self,
@@ -424,6 +424,20 @@ class TestVerifyCheck:
         # approved: the mark is used up; otherwise it stays for another try
         expected_mark = None if accepted else VERIFY_MARK
         assert CodeStore(redis).otp(SID_A, "sms_otp") == expected_mark
+
+    def test_verify_down_is_unavailable_not_a_failure(
+        self, verified: tuple[Runtime, CallState], twilio: TwilioHttp, redis: Any
+    ) -> None:
+        """Fail closed without blaming the caller: another method, nothing counted."""
+        rt, state = verified
+        twilio.answer(twilio_error(20500, 500))
+        actions = rt.engine.answer(state, CallerInput(digits="123456"))
+        assert next(a.text for a in actions if isinstance(a, Say)).startswith("Sorry, we cannot")
+        assert not any(isinstance(a, Enqueue) for a in actions)
+        assert state.step == "card_check"
+        assert state.failures == 0
+        assert FailureCounter(redis).count(ALICE.account, "sms_otp") == 0
+        assert CodeStore(redis).otp(SID_A, "sms_otp") == VERIFY_MARK
 
     def test_an_approved_code_keyed_in_reaches_card_services(
         self, verified: tuple[Runtime, CallState], twilio: TwilioHttp
