@@ -124,6 +124,7 @@ class Hangup:
 Action = Say | Ask | Hold | Enqueue | Hangup
 Delivery = Literal["queued", "unavailable"]
 DeliveryStatus = Literal["pending", "sent", "failed"]
+FIRST_POLL_SECONDS = 1
 POLL_SECONDS = 2
 RESEND_KEY = "*"
 CALLBACK_CONFIRM = "1"
@@ -192,10 +193,9 @@ class Engine:
         if status == "sent":
             state.holding, state.tries = False, 0
             return [self._ask(state, state.step, step)]
-        state.waited += POLL_SECONDS
         if status == "failed" or state.waited >= step.max_wait:
             return self._unavailable(state, step)
-        return [Hold(state.step, POLL_SECONDS)]
+        return [self._hold(state, step)]
 
     def _menu(self, state: CallState, step: MenuStep, given: CallerInput) -> list[Action]:
         spoken = _words(given.speech or "")
@@ -225,7 +225,7 @@ class Engine:
         self, state: CallState, step: AuthenticateStep, given: CallerInput
     ) -> list[Action]:
         if state.holding:
-            return [Hold(state.step, POLL_SECONDS)]  # keys pressed while on hold
+            return [self._hold(state, step)]  # a request from before the hold began
         if given.empty:
             return self._retry(state, step)
         if step.method in CODE_METHODS and given.digits == RESEND_KEY:
@@ -311,7 +311,7 @@ class Engine:
     def _deliver(self, state: CallState, step: AuthenticateStep, fresh: bool) -> list[Action]:
         if not fresh:
             if state.holding:
-                return [Hold(state.step, POLL_SECONDS)]
+                return [self._hold(state, step)]
             return [self._ask(state, state.step, step)]
         if step.method == "callback" and state.called_back and state.called_back == state.account:
             return [self._ask(state, state.step, step)]
@@ -322,7 +322,15 @@ class Engine:
         if self.ports.request_code(state, step.method) == "unavailable":
             return self._unavailable(state, step)
         state.holding, state.waited = True, 0
-        return [Say(self._text(state, step.hold_prompt)), Hold(state.step, POLL_SECONDS)]
+        return [Say(self._text(state, step.hold_prompt)), self._hold(state, step)]
+
+    def _hold(self, state: CallState, step: AuthenticateStep) -> Hold:
+        """A short first pause (most codes go out well within a second), then steady polls,
+        never past `max_wait` in all."""
+        seconds = FIRST_POLL_SECONDS if state.waited == 0 else POLL_SECONDS
+        seconds = max(1, min(seconds, step.max_wait - state.waited))
+        state.waited += seconds
+        return Hold(state.step, seconds)
 
     def _may_enter(self, state: CallState, step: EnqueueStep) -> bool:
         spent = state.failures >= self.flow.authentication.max_failures
