@@ -8,6 +8,7 @@ stored digest. Every send is capped before it is queued.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from ivr.store.customers import Customer, CustomerDirectory
 from ivr.twilio_api import DeliveryError, TwilioVerify
 
 SEND_CODE_JOB = "workers.jobs.send_code"
+VERIFY_CODE = re.compile(r"[0-9]{4,10}")  # what Twilio Verify can have sent
 PLACE_CALLBACK_JOB = "workers.jobs.place_callback"
 # A job not started within the longest hold (max_wait <= 30 s) is dropped: by then the caller
 # has been told the code could not be sent, and a late text would only confuse them.
@@ -129,6 +131,8 @@ class Possession:
             to = destination(customer, method)
             if method not in self.verify:
                 return False  # the backend changed since the code was sent: fail closed
+            if not VERIFY_CODE.fullmatch(answer or ""):
+                return False  # not a code at all: the caller's failure, not Twilio's
             try:
                 ok = bool(answer and to and self.verify[method].check(to, answer))
             except DeliveryError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, Protocol
 
 from ivr.assurance import Assurance, derive
@@ -62,7 +62,10 @@ class CallState:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CallState:
-        return cls(**json.loads(text))
+        """Fields a newer or older release wrote, and this one does not know, are dropped, so a
+        call in progress survives a rolling deploy."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
 
 
 class FactorUnavailable(Exception):

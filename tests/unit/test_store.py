@@ -465,6 +465,17 @@ class TestFailureCounter:
         assert counter.count("87654321", "pin") == 1
         assert counter.count("87654321", "passcode") == 0
 
+    def test_undo_never_goes_below_zero(self, redis: Any) -> None:
+        counter = FailureCounter(redis)
+        counter.add("12345678", "pin")
+        counter.reset("12345678", "pin")  # a success in another call, between add and undo
+        counter.undo("12345678", "pin")
+        assert counter.count("12345678", "pin") == 0
+        counter.add("12345678", "pin")
+        counter.add("12345678", "pin")
+        counter.undo("12345678", "pin")
+        assert counter.count("12345678", "pin") == 1
+
     def test_counters_live_under_the_key_scheme(self, redis: Any) -> None:
         FailureCounter(redis).add("12345678", "pin")
         assert [k.decode() for k in redis.scan_iter("*")] == ["ivr:failures:12345678:pin"]

@@ -425,6 +425,17 @@ class TestVerifyCheck:
         expected_mark = None if accepted else VERIFY_MARK
         assert CodeStore(redis).otp(SID_A, "sms_otp") == expected_mark
 
+    @pytest.mark.parametrize("typed", ["12", "12345678901", "1234a6"])
+    def test_something_that_is_not_a_code_is_a_failure_without_asking_twilio(
+        self, verified: tuple[Runtime, CallState], twilio: TwilioHttp, redis: Any, typed: str
+    ) -> None:
+        rt, state = verified
+        actions = rt.engine.answer(state, CallerInput(digits=typed))
+        assert twilio.sent == []
+        assert state.failures == 1
+        assert FailureCounter(redis).count(ALICE.account, "sms_otp") == 1
+        assert next(a.text for a in actions if isinstance(a, Say)).startswith("That code did not")
+
     def test_verify_down_is_unavailable_not_a_failure(
         self, verified: tuple[Runtime, CallState], twilio: TwilioHttp, redis: Any
     ) -> None:
