@@ -98,22 +98,25 @@ def dev_secret(data_dir: Path, name: str) -> str:
     return token
 
 
+def customer_record(demo: DemoCustomer, hasher: SecretHasher) -> Customer:
+    """The directory record of `demo`, secrets enrolled as a real customer's would be."""
+    return Customer(
+        account=demo.account,
+        phone=demo.phone,
+        email=demo.email,
+        name=demo.name,
+        address=demo.address,
+        pin_hash=enrol(hasher, "pin", demo.pin),
+        passcode_hash=enrol(hasher, "passcode", demo.passcode),
+    )
+
+
 def seed_demo_customers(redis: Redis, hasher: SecretHasher) -> list[DemoCustomer]:
     directory = RedisCustomerDirectory(redis)
     added = []
     for demo in DEMO_CUSTOMERS:
         if directory.get(demo.account) is None:
-            directory.add(
-                Customer(
-                    account=demo.account,
-                    phone=demo.phone,
-                    email=demo.email,
-                    name=demo.name,
-                    address=demo.address,
-                    pin_hash=enrol(hasher, "pin", demo.pin),
-                    passcode_hash=enrol(hasher, "passcode", demo.passcode),
-                )
-            )
+            directory.add(customer_record(demo, hasher))
             added.append(demo)
     return added
 

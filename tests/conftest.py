@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from flask.testing import FlaskClient
 from rq import Queue, SimpleWorker
 
 from ivr.app import create_app
-from ivr.auth.speech import normalise_passcode
+from ivr.devserver import DemoCustomer, customer_record
 from ivr.processes import QUEUE
 from ivr.runtime import Runtime
 from ivr.runtime import runtime as current_runtime
@@ -52,19 +51,6 @@ BASE_CONFIG: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
-class DemoCustomer:
-    """A customer record plus the clear secrets a test caller types or says."""
-
-    account: str
-    phone: str
-    pin: str
-    passcode: str
-    name: str
-    address: str
-    email: str
-
-
 ALICE = DemoCustomer(
     account="12345678",
     phone="+14155550100",
@@ -92,15 +78,7 @@ def make_app(redis: Any, **overrides: Any) -> Flask:
 
 def enrol(rt: Runtime, who: DemoCustomer) -> Customer:
     """Store `who` the way enrolment does: secrets only as argon2id hashes (passcode normalised)."""
-    customer = Customer(
-        account=who.account,
-        phone=who.phone,
-        email=who.email,
-        name=who.name,
-        address=who.address,
-        pin_hash=rt.hasher.hash(who.pin),
-        passcode_hash=rt.hasher.hash(normalise_passcode(who.passcode)),
-    )
+    customer = customer_record(who, rt.hasher)
     rt.customers.add(customer)
     return customer
 

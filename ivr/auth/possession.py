@@ -84,7 +84,7 @@ class Possession:
         to = destination(customer, method)
         prefix = codes.country_prefix(to) if to and method == "sms_otp" else None
         if not self.limiter.allow(_cap_scope(state), to, prefix):
-            self._audit(state, method, "send_capped")
+            self.audit.attempt("delivery", state, method, "send_capped")
             return "unavailable"
         nonce = str(state.seq)  # one per answered request of the call
         self.codes.open_delivery(state.call_sid, method, nonce, self.policy.ttl)
@@ -96,7 +96,7 @@ class Possession:
             account,
             nonce,
         )
-        self._audit(state, method, "send_requested")
+        self.audit.attempt("delivery", state, method, "send_requested")
         return "queued"
 
     def delivery_status(self, state: CallState, method: str) -> DeliveryStatus:
@@ -107,7 +107,7 @@ class Possession:
         to = destination(self.directory.get(account), "callback")
         prefix = codes.country_prefix(to) if to else None
         if not self.limiter.allow(_cap_scope(state), to, prefix):
-            self._audit(state, "callback", "send_capped")
+            self.audit.attempt("delivery", state, "callback", "send_capped")
             return "unavailable"
         self._enqueue(
             PLACE_CALLBACK_JOB,
@@ -119,7 +119,7 @@ class Possession:
             state.failures,
             step,
         )
-        self._audit(state, "callback", "send_requested")
+        self.audit.attempt("delivery", state, "callback", "send_requested")
         return "queued"
 
     def check_code(
@@ -189,13 +189,3 @@ class Possession:
                 result_ttl=0,
                 failure_ttl=24 * 3600,
             )
-
-    def _audit(self, state: CallState, method: str, outcome: str) -> None:
-        self.audit.record(
-            "delivery",
-            call_sid=state.call_sid,
-            account=state.account or "",
-            caller=state.caller,
-            method=method,
-            outcome=outcome,
-        )

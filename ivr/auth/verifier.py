@@ -72,7 +72,9 @@ class Verifier:
         except FactorUnavailable:
             if customer is not None:
                 self.counter.undo(customer.account, method)  # the provider failed, not the caller
-            self._audit(state, method, "unavailable")
+            self.audit.attempt(
+                "authenticate", state, method, "unavailable", factor_of(method).value
+            )
             raise
         if matched and customer is not None:
             self.counter.reset(customer.account, method)
@@ -85,19 +87,8 @@ class Verifier:
         else:
             at_cap = attempt == self.max_account_failures
             outcome = "failure_locked_now" if at_cap else "failure"
-        self._audit(state, method, outcome)
+        self.audit.attempt("authenticate", state, method, outcome, factor_of(method).value)
         return matched
-
-    def _audit(self, state: CallState, method: str, outcome: str) -> None:
-        self.audit.record(
-            "authenticate",
-            call_sid=state.call_sid,
-            account=state.account or "",
-            caller=state.caller,
-            method=method,
-            outcome=outcome,
-            detail=factor_of(method).value,
-        )
 
     def _matches(
         self, state: CallState, method: str, customer: Customer | None, answer: str | None

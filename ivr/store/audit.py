@@ -7,6 +7,7 @@ from typing import Any
 
 from redis import Redis
 
+from ivr.flows.engine import CallState
 from ivr.store import keys
 
 MAX_EVENTS = 100_000
@@ -25,6 +26,20 @@ class AuditLog:
         entry = {"event": event, "at": f"{time.time():.3f}"}
         entry.update({k: v for k, v in fields.items() if v is not None})
         self.redis.xadd(keys.AUDIT, entry, maxlen=MAX_EVENTS, approximate=True)
+
+    def attempt(
+        self, event: str, state: CallState, method: str, outcome: str, detail: str | None = None
+    ) -> None:
+        """An authentication or delivery event of a call: who, which method, what happened."""
+        self.record(
+            event,
+            call_sid=state.call_sid,
+            account=state.account or "",
+            caller=state.caller,
+            method=method,
+            outcome=outcome,
+            detail=detail,
+        )
 
     def recent(self, count: int = 50) -> list[dict[str, Any]]:
         return [
