@@ -52,9 +52,9 @@ def kind_of(sent: Sent, steps: dict[str, str]) -> str:
     if path.startswith(POLL_PREFIX):
         return POLL
     if path.startswith(STEP_PREFIX):
-        return (
-            CODE_REQUEST if puts_on_hold(sent.reply) else steps.get(path[len(STEP_PREFIX) :], OTHER)
-        )
+        if puts_on_hold(sent.reply):
+            return CODE_REQUEST
+        return steps.get(path.removeprefix(STEP_PREFIX), OTHER)
     return OTHER
 
 

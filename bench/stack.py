@@ -10,7 +10,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -102,30 +102,40 @@ def services(workdir: Path, web_workers: int, auth_token: str) -> Iterator[Servi
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(RedisServer(workdir / "redis", persist=False)).url
         outbox = workdir / "outbox.jsonl"
-        env = service_env(redis_url, auth_token, secrets.token_hex(16), outbox)
-        web, base_url = start_web(web_workers, env, workdir)
+        code_key = secrets.token_hex(16)
+
+        def env_for(base_url: str) -> dict[str, str]:
+            return service_env(redis_url, base_url, auth_token, code_key, outbox)
+
+        web, base_url = start_web(web_workers, env_for, workdir)
         stack.enter_context(web)
         name = f"ivr-bench-{secrets.token_hex(6)}"
-        worker = stack.enter_context(
-            Child(worker_command(redis_url, "--name", name), env, workdir, workdir / "worker.log")
+        worker = Child(
+            worker_command(redis_url, "--name", name),
+            env_for(base_url),
+            workdir,
+            workdir / "worker.log",
         )
+        stack.enter_context(worker)
         wait_registered(worker, redis_url, name)
         yield Services(redis_url, base_url, web, worker, name, outbox)
 
 
-def service_env(redis_url: str, auth_token: str, code_key: str, outbox: Path) -> dict[str, str]:
+def service_env(
+    redis_url: str, base_url: str, auth_token: str, code_key: str, outbox: Path
+) -> dict[str, str]:
     """The environment of both gunicorn and the worker."""
     env = dict(os.environ)
-    # The calls are signed for the loopback URL and scripted for the default flow; codes go to
-    # this run's outbox, whatever backends the shell running the benchmark is configured with.
-    for name in ("IVR_PUBLIC_URL", "IVR_SMS_BACKEND", "IVR_EMAIL_BACKEND", "IVR_CALL_BACKEND"):
+    # Codes go to this run's outbox, whatever backends the shell running the benchmark has.
+    for name in ("IVR_SMS_BACKEND", "IVR_EMAIL_BACKEND", "IVR_CALL_BACKEND"):
         env.pop(name, None)
     env.update(
         {
             "REDIS_URL": redis_url,
+            "IVR_PUBLIC_URL": base_url,  # as in production: signatures are checked against it
             "TWILIO_AUTH_TOKEN": auth_token,
             "IVR_FLOWS_DIR": str(FLOWS_DIR),
-            "IVR_FLOW": FLOW_NAME,
+            "IVR_FLOW": FLOW_NAME,  # the call scripts follow it
             "IVR_CODE_KEY": code_key,  # the default flow offers one-time codes
             "IVR_OUTBOX": str(outbox),
             "PYTHONUNBUFFERED": "1",
@@ -134,12 +144,15 @@ def service_env(redis_url: str, auth_token: str, code_key: str, outbox: Path) ->
     return env
 
 
-def start_web(workers: int, env: dict[str, str], workdir: Path) -> tuple[Child, str]:
+def start_web(
+    workers: int, env_for: Callable[[str], dict[str, str]], workdir: Path
+) -> tuple[Child, str]:
     """gunicorn on a free loopback port, once a worker answers; another port if it was taken."""
     for attempt in range(1, BIND_ATTEMPTS + 1):
         port = find_free_port()
+        base_url = f"http://{LOOPBACK}:{port}"
         argv = web_command(f"{LOOPBACK}:{port}", workers)
-        web = Child(argv, env, workdir, workdir / "gunicorn.log")
+        web = Child(argv, env_for(base_url), workdir, workdir / "gunicorn.log")
         try:
             wait_answering(web, port)
         except BaseException as exc:
@@ -148,7 +161,7 @@ def start_web(workers: int, env: dict[str, str], workdir: Path) -> tuple[Child, 
             if isinstance(exc, RuntimeError) and taken and attempt < BIND_ATTEMPTS:
                 continue
             raise
-        return web, f"http://{LOOPBACK}:{port}"
+        return web, base_url
     raise AssertionError("unreachable")
 
 
