@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +26,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from twilio.request_validator import RequestValidator
 
+from ivr import simulator
 from ivr.simulator import CallPlayer, CallResult, HttpTransport, Reply, Transport
 from ivr.store.customers import Customer, RedisCustomerDirectory
 
@@ -218,37 +217,8 @@ def make_player(
     return CallPlayer(transport or HttpTransport(), base_url, auth_token, **options)
 
 
-@dataclass(frozen=True)
-class Sent:
-    """One request a `TimedTransport` delivered, with its answer and how long that took."""
-
-    url: str
-    path: str
-    params: dict[str, str]
-    reply: Reply
-    elapsed: float
-    done: float  # time.monotonic() when the answer was in
-
-
-class TimedTransport:
+class TimedTransport(simulator.TimedTransport):
     """Times every answer (`sent`, in order); `assert_prompt()` checks each was quick."""
-
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-        self.sent: list[Sent] = []
-
-    def _timed(self, url: str, params: dict[str, str], send: Callable[[], Reply]) -> Reply:
-        started = time.monotonic()
-        reply = send()
-        done = time.monotonic()
-        self.sent.append(Sent(url, urlsplit(url).path, dict(params), reply, done - started, done))
-        return reply
-
-    def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> Reply:
-        return self._timed(url, params, lambda: self.inner.post(url, params, headers))
-
-    def get(self, url: str, headers: dict[str, str]) -> Reply:
-        return self._timed(url, {}, lambda: self.inner.get(url, headers))
 
     def assert_prompt(self, bound: float = WEBHOOK_BOUND) -> None:
         slow = [(s.path, round(s.elapsed, 3)) for s in self.sent if s.elapsed >= bound]

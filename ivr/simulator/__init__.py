@@ -22,7 +22,15 @@ from ivr.simulator.player import (
     Speech,
     scripted,
 )
-from ivr.simulator.transport import HttpTransport, Reply, Transport, TransportError, WsgiTransport
+from ivr.simulator.transport import (
+    HttpTransport,
+    Reply,
+    Sent,
+    TimedTransport,
+    Transport,
+    TransportError,
+    WsgiTransport,
+)
 from ivr.simulator.twiml import (
     Dial,
     Enqueue,
@@ -62,7 +70,9 @@ __all__ = [
     "Say",
     "ScriptExhaustedError",
     "Scripted",
+    "Sent",
     "Speech",
+    "TimedTransport",
     "Transport",
     "TransportError",
     "TwimlError",

@@ -7,6 +7,9 @@ URL reconstruction can go wrong in ways the in-process client never shows.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urldefrag, urlsplit
@@ -18,7 +21,15 @@ from ivr.errors import IvrError
 if TYPE_CHECKING:
     from werkzeug.test import TestResponse
 
-__all__ = ["HttpTransport", "Reply", "Transport", "TransportError", "WsgiTransport"]
+__all__ = [
+    "HttpTransport",
+    "Reply",
+    "Sent",
+    "TimedTransport",
+    "Transport",
+    "TransportError",
+    "WsgiTransport",
+]
 
 
 class TransportError(IvrError):
@@ -151,3 +162,51 @@ class HttpTransport:
             encoding = response.encoding if "charset=" in content_type.lower() else "utf-8"
             body = response.content.decode(encoding or "utf-8", errors="replace")
             return Reply(status=response.status_code, body=body, content_type=content_type)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One request a `TimedTransport` delivered, with its answer and how long that took."""
+
+    url: str
+    path: str
+    params: dict[str, str]
+    reply: Reply  # status 0: no HTTP answer at all, as the player records it
+    elapsed: float
+    done: float  # time.monotonic() when the answer was in
+
+
+class TimedTransport:
+    """Wraps a transport and records every request with its answer and duration (`sent`, in
+    order): how the tests check that each answer was quick, and what the benchmark measures.
+
+    Safe to share between threads, so concurrent calls can go through one instance.
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.sent: list[Sent] = []
+        self._lock = threading.Lock()
+
+    def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> Reply:
+        return self._timed(url, params, lambda: self.inner.post(url, params, headers))
+
+    def get(self, url: str, headers: dict[str, str]) -> Reply:
+        return self._timed(url, {}, lambda: self.inner.get(url, headers))
+
+    def _timed(self, url: str, params: dict[str, str], send: Callable[[], Reply]) -> Reply:
+        started = time.monotonic()
+        try:
+            reply = send()
+        except TransportError as exc:
+            # A request that got no answer took time too; the player turns it into status 0.
+            self._record(url, params, Reply(status=0, body=str(exc), content_type=""), started)
+            raise
+        self._record(url, params, reply, started)
+        return reply
+
+    def _record(self, url: str, params: dict[str, str], reply: Reply, started: float) -> None:
+        done = time.monotonic()
+        sent = Sent(url, urlsplit(url).path, dict(params), reply, done - started, done)
+        with self._lock:
+            self.sent.append(sent)
