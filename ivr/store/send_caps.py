@@ -10,9 +10,11 @@ Known and unknown accounts are counted alike, so a refusal tells a caller nothin
 
 - the call and account scopes count every allowed request, for the claimed account id whether or
   not it exists; a request for an account with no destination "sends" nothing, but the caller
-  is told a code is on its way, so it counts as a send and is never refunded;
+  is told a code is on its way, so it counts as a send (refunded only when superseded, as a
+  customer's is);
 - the destination and prefix scopes count only real destinations on file: they are shared by
-  customers, and an unknown account has no destination to share.
+  customers, and an unknown account has no destination to share. Settings keep both at or
+  above the account cap, so a lone account is never refused by them sooner than by its own.
 
 Each window opens with its first counted send. The call scope is not refunded: it bounds what
 one call may ask for, whatever became of the sends.
