@@ -14,9 +14,9 @@ from ivr.flows.engine import Engine
 from ivr.flows.schema import Flow
 from ivr.settings import Settings
 from ivr.store.audit import AuditLog
-from ivr.store.codes import SendLimiter, SendLimits
 from ivr.store.counters import FailureCounter
 from ivr.store.customers import RedisCustomerDirectory
+from ivr.store.send_caps import SendLimiter, SendLimits
 from ivr.store.sessions import SessionStore
 from ivr.twilio_api import TwilioVerify, make_client
 
@@ -67,12 +67,6 @@ def make_possession(
         service_digits=settings.service_code_digits,
         service_ttl=settings.service_code_ttl,
     )
-    limits = SendLimits(
-        account=settings.send_limit_account,
-        destination=settings.send_limit_destination,
-        prefix=settings.send_limit_prefix,
-        window=settings.send_window,
-    )
     verify = {
         method: TwilioVerify(make_client(settings), settings.verify_service_sid or "")
         for method, backend in (
@@ -81,7 +75,8 @@ def make_possession(
         )
         if backend == "verify"
     }
-    return Possession(redis, customers, policy, SendLimiter(redis, limits), audit, verify)
+    limiter = SendLimiter(redis, SendLimits.from_settings(settings))
+    return Possession(redis, customers, policy, limiter, audit, verify)
 
 
 def make_hasher(settings: Settings) -> SecretHasher:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ivr.errors import SettingsError
@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     send_window: Annotated[int, Field(ge=60, le=86400)] = Field(
         default=600, validation_alias=_env("IVR_SEND_WINDOW")
     )
+    # Code requests (texts, emails, call backs, resends included) one call may make: a code
+    # and a resend, or a switch of method, are enough for a customer; more make the call a tool
+    # for SMS pumping or for flooding the customer's phone.
+    code_requests_per_call: Annotated[int, Field(ge=1, le=10)] = Field(
+        default=3, validation_alias=_env("IVR_CODE_REQUESTS_PER_CALL")
+    )
     service_code_digits: Annotated[int, Field(ge=6, le=10)] = Field(
         default=8, validation_alias=_env("IVR_SERVICE_CODE_DIGITS")
     )
@@ -135,6 +141,16 @@ class Settings(BaseSettings):
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @field_validator("send_limit_destination", "send_limit_prefix")
+    @classmethod
+    def _not_below_the_account_cap(cls, value: int, info: ValidationInfo) -> int:
+        # An unknown account has no destination or prefix to count: if either capped a lone
+        # account sooner than its own cap, a refusal would tell a known account from an unknown.
+        account = info.data.get("send_limit_account")
+        if account is not None and value < account:
+            raise ValueError(f"must be at least IVR_SEND_LIMIT_ACCOUNT ({account})")
+        return value
 
 
 ENV_NAMES = {

@@ -21,6 +21,7 @@ from ivr.settings import Settings, load_settings
 from ivr.store.audit import AuditLog
 from ivr.store.codes import VERIFY_MARK, CallbackRef, CallbackRefs, CodeStore
 from ivr.store.customers import RedisCustomerDirectory
+from ivr.store.send_caps import SendLimiter, SendLimits, SendScopes
 from ivr.twilio_api import DeliveryError, PermanentDeliveryError, TwilioVerify, make_client
 from workers.delivery import code_email, code_message, delivery_for
 
@@ -45,23 +46,29 @@ def send_code(call_sid: str, method: str, account: str, nonce: str) -> None:
     if to is None:
         # Unknown account, or no email on file: the caller hears exactly what a customer hears,
         # and no code will ever match.
-        store.settle(call_sid, method, nonce, ttl, status="sent")
+        if not store.settle(call_sid, method, nonce, ttl, status="sent"):
+            _refund(redis, settings, call_sid, account, method, to)  # superseded, as a customer's
         return
     if job.enqueued_at is not None and _age(job.enqueued_at) >= ttl:
         store.settle(call_sid, method, nonce, ttl, status="failed", void=True)  # never stale
+        _refund(redis, settings, call_sid, account, method, to)
         return
     try:
         sent = _deliver(settings, store, call_sid, method, to, nonce)
     except (PermanentDeliveryError, SettingsError) as exc:
         _failed(store, audit, settings, call_sid, method, account, nonce, exc)
+        _refund(redis, settings, call_sid, account, method, to)
         return
     except DeliveryError as exc:
         if job.retries_left:
             log.warning("delivery for call %s (%s) failed for now: %s", call_sid, method, exc)
             raise
         _failed(store, audit, settings, call_sid, method, account, nonce, exc)
+        _refund(redis, settings, call_sid, account, method, to)
         raise
-    if sent and store.settle(call_sid, method, nonce, ttl, status="sent"):
+    if not sent:
+        _refund(redis, settings, call_sid, account, method, to)  # superseded: the newer one counts
+    elif store.settle(call_sid, method, nonce, ttl, status="sent"):
         audit.record("delivery", call_sid=call_sid, account=account, method=method, outcome="sent")
 
 
@@ -76,7 +83,8 @@ def _deliver(
         if not store.is_current(call_sid, method, nonce):
             return False
         TwilioVerify(make_client(settings), settings.verify_service_sid or "").start(to, channel)
-        return store.settle(call_sid, method, nonce, ttl, issue=VERIFY_MARK)
+        store.settle(call_sid, method, nonce, ttl, issue=VERIFY_MARK)
+        return True  # sent, even if a newer send took over meanwhile
     if not settings.code_key:
         raise PermanentDeliveryError("IVR_CODE_KEY is not set; no code can be made")
     code = codes.make_code(settings.code_digits)
@@ -139,10 +147,12 @@ def place_callback(
         callback_sid = delivery_for(settings, "call").place_call(to, base + CALLBACK_PATH)
     except (PermanentDeliveryError, SettingsError) as exc:
         _callback_failed(audit, call_sid, account, exc)
+        _refund(redis, settings, call_sid, account, "callback", to)
         return
     except DeliveryError as exc:
         if not job.retries_left:
             _callback_failed(audit, call_sid, account, exc)
+            _refund(redis, settings, call_sid, account, "callback", to)
         raise
     ref = CallbackRef(call_sid, caller, account, proofs, failures, step)
     CallbackRefs(redis).put(callback_sid, ref)
@@ -167,6 +177,17 @@ def _callback_failed(
         outcome="failed",
         detail=str(exc)[:200],
     )
+
+
+def _refund(
+    redis: Redis, settings: Settings, call_sid: str, account: str, method: str, to: str | None
+) -> None:
+    """Hand back a send the web process counted and this job did not make (SECURITY 30).
+
+    A send to nobody (no destination on file) that the caller is told went out stays counted,
+    as a customer's would: see `ivr.store.send_caps`."""
+    scopes = SendScopes.of(call_sid, account, method, to)
+    SendLimiter(redis, SendLimits.from_settings(settings)).refund(scopes)
 
 
 def _age(enqueued_at: object) -> float:

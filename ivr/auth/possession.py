@@ -21,8 +21,9 @@ from ivr.auth import codes
 from ivr.flows.engine import CallState, Delivery, DeliveryStatus, FactorUnavailable
 from ivr.processes import QUEUE
 from ivr.store.audit import AuditLog
-from ivr.store.codes import VERIFY_MARK, CodeStore, SendLimiter
+from ivr.store.codes import VERIFY_MARK, CodeStore
 from ivr.store.customers import Customer, CustomerDirectory
+from ivr.store.send_caps import SendLimiter, SendScopes
 from ivr.twilio_api import DeliveryError, TwilioVerify
 
 SEND_CODE_JOB = "workers.jobs.send_code"
@@ -51,12 +52,6 @@ def destination(customer: Customer | None, method: str) -> str | None:
     return customer.email if method == "email_otp" else customer.phone
 
 
-def _cap_scope(state: CallState) -> str:
-    """The claimed account; a caller-ID claim that matched nothing is capped per call, so
-    unmatched callers never share one counter that would sound different from a customer's."""
-    return state.account or f"call-{state.call_sid}"
-
-
 class Possession:
     def __init__(
         self,
@@ -82,9 +77,7 @@ class Possession:
         account = state.account or ""
         customer = self.directory.get(account)
         to = destination(customer, method)
-        prefix = codes.country_prefix(to) if to and method == "sms_otp" else None
-        if not self.limiter.allow(_cap_scope(state), to, prefix):
-            self.audit.attempt("delivery", state, method, "send_capped")
+        if not self._allowed(state, method, to):
             return "unavailable"
         nonce = str(state.seq)  # one per answered request of the call
         self.codes.open_delivery(state.call_sid, method, nonce, self.policy.ttl)
@@ -105,9 +98,7 @@ class Possession:
     def request_callback(self, state: CallState, step: str) -> Delivery:
         account = state.account or ""
         to = destination(self.directory.get(account), "callback")
-        prefix = codes.country_prefix(to) if to else None
-        if not self.limiter.allow(_cap_scope(state), to, prefix):
-            self.audit.attempt("delivery", state, "callback", "send_capped")
+        if not self._allowed(state, "callback", to):
             return "unavailable"
         self._enqueue(
             PLACE_CALLBACK_JOB,
@@ -174,6 +165,15 @@ class Possession:
             )
         )
         return ok and self.codes.consume_service_code(account)
+
+    def _allowed(self, state: CallState, method: str, to: str | None) -> bool:
+        """Counts the send when every cap has room; audits which cap refused it, if one did.
+
+        The worker refunds a send it does not make: see `SendScopes.of` for what it needs."""
+        decision = self.limiter.allow(SendScopes.of(state.call_sid, state.account, method, to))
+        if decision.capped:
+            self.audit.attempt("delivery", state, method, "send_capped", detail=decision.capped)
+        return decision.allowed
 
     def _enqueue(self, job: str, job_id: str, *args: object) -> None:
         # the same request again (a retried webhook) finds its job there: one job, one message

@@ -1,4 +1,4 @@
-"""Possession proofs in Redis: code digests, delivery status, send caps, callback references.
+"""Possession proofs in Redis: code digests, delivery status, callback references.
 
 No code is ever stored here in clear: only `ivr.auth.codes` digests, which expire with the code.
 """
@@ -108,40 +108,6 @@ class CodeStore:
 
 def _encode(issued: IssuedCode | str) -> str:
     return issued if isinstance(issued, str) else json.dumps(asdict(issued))
-
-
-@dataclass(frozen=True)
-class SendLimits:
-    account: int
-    destination: int
-    prefix: int
-    window: int
-
-
-class SendLimiter:
-    """Caps sends per claimed account, per destination and per country prefix (SMS pumping).
-
-    Counted before sending, whether the account exists or not, so the cap itself cannot tell a
-    caller which account numbers are real.
-    """
-
-    def __init__(self, redis: Redis, limits: SendLimits) -> None:
-        self.redis = redis
-        self.limits = limits
-
-    def allow(self, account: str, destination: str | None, prefix: str | None) -> bool:
-        scopes = [("account", account, self.limits.account)]
-        if destination:
-            scopes.append(("destination", destination, self.limits.destination))
-        if prefix:
-            scopes.append(("prefix", prefix, self.limits.prefix))
-        pipe = self.redis.pipeline()
-        for scope, value, _ in scopes:
-            key = keys.sends(scope, value)
-            pipe.set(key, 0, ex=self.limits.window, nx=True)  # the window opens with the first send
-            pipe.incr(key)
-        counts = pipe.execute()[1::2]
-        return all(count <= limit for count, (_, _, limit) in zip(counts, scopes, strict=True))
 
 
 @dataclass(frozen=True)

@@ -278,7 +278,7 @@ class TestWeakPinsRefused:
 
 class TestStrongPinsAccepted:
     @pytest.mark.parametrize(
-        "pin", ["583920", "740219", "305817", "86420975", "583920714638", "072946"]
+        "pin", ["583920", "748219", "305817", "86420975", "583920714638", "079246"]
     )
     def test_strong(self, pin: str) -> None:
         check_pin(pin)

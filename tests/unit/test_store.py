@@ -14,9 +14,9 @@ from ivr.errors import CustomerError
 from ivr.flows.engine import CallState
 from ivr.store import keys
 from ivr.store.audit import FIELDS, AuditLog
-from ivr.store.codes import SendLimiter, SendLimits
 from ivr.store.counters import FailureCounter
 from ivr.store.customers import Customer, RedisCustomerDirectory
+from ivr.store.send_caps import SendLimiter, SendLimits
 from ivr.store.sessions import LOCK_TIMEOUT, SessionStore
 
 PIN = "583920"
