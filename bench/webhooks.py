@@ -156,6 +156,10 @@ SEND_CAPS = {
     "IVR_SEND_LIMIT_DESTINATION": setting_max("send_limit_destination"),
     "IVR_SEND_LIMIT_PREFIX": min(100_000, setting_max("send_limit_prefix")),
 }
+# Every "two failures" call comes from the one unlisted number, which the abuse limits would
+# refuse after 6 failures an hour; at the most they allow, a run the send caps accept (403
+# calls, about 200 failures) never trips them.
+ABUSE_LIMITS = {"IVR_ABUSE_NUMBER_FAILURES": setting_max("abuse_number_failures")}
 
 
 # --------------------------------------------------------------------------------------------
@@ -710,6 +714,7 @@ def service_env(redis_url: str, auth_token: str, code_key: str, outbox: Path) ->
             "IVR_CODE_KEY": code_key,  # the default flow offers one-time codes
             "IVR_OUTBOX": str(outbox),
             **{name: str(cap) for name, cap in SEND_CAPS.items()},
+            **{name: str(limit) for name, limit in ABUSE_LIMITS.items()},
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -8,6 +8,7 @@ through the webhooks, where a spraying number hears the failure route and never 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -25,9 +26,11 @@ from ivr.auth.abuse import (
     number_verdict,
 )
 from ivr.auth.knowledge import enrol
+from ivr.errors import SettingsError
 from ivr.flows.engine import AuthenticationRefused, CallerInput, CallState, Engine, Hangup, Say
 from ivr.flows.loader import load_flow
 from ivr.runtime import Runtime
+from ivr.settings import ENV_NAMES, load_settings
 from ivr.simulator import CallResult
 from ivr.store import keys
 from ivr.store.abuse import AbuseGuard
@@ -132,6 +135,42 @@ class TestRules:
         )
         spike = alert_line(Trip(Pattern.GLOBAL_FAILURES, 6, 5, 600), None, "CA" + "0" * 32)
         assert "action=alert" in spike and "caller=" not in spike and "\n" not in spike
+
+
+DEFAULTS = {
+    "IVR_ABUSE_WINDOW": 3600,
+    "IVR_ABUSE_COOLDOWN": 3600,
+    "IVR_ABUSE_NUMBER_FAILURES": 6,
+    "IVR_ABUSE_NUMBER_ACCOUNTS": 3,
+    "IVR_ABUSE_WITHHELD_FAILURES": 30,
+    "IVR_ABUSE_ACCOUNT_NUMBERS": 3,
+    "IVR_ABUSE_GLOBAL_FAILURES": 300,
+}
+
+
+class TestSettings:
+    def test_defaults_are_the_documented_ones(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+    ) -> None:
+        monkeypatch.chdir(tmp_path)  # no `.env`
+        for name in DEFAULTS:
+            monkeypatch.delenv(name, raising=False)
+        settings = load_settings()
+        found = {ENV_NAMES[f]: getattr(settings, f) for f in ENV_NAMES if f.startswith("abuse_")}
+        assert found == DEFAULTS
+        readme = (FLOWS_DIR.parent / "README.md").read_text(encoding="utf-8")
+        for name, default in DEFAULTS.items():
+            assert re.search(rf"\| `{name}` \|[^\n]*\| {default} \|", readme), name
+
+    @pytest.mark.parametrize(
+        ("field", "bad"),
+        [("abuse_window", 59), ("abuse_cooldown", 86401), ("abuse_number_failures", 0),
+         ("abuse_number_accounts", 101), ("abuse_withheld_failures", 0),
+         ("abuse_account_numbers", 0), ("abuse_global_failures", 0)],
+    )  # fmt: skip
+    def test_a_value_out_of_bounds_names_the_variable(self, field: str, bad: int) -> None:
+        with pytest.raises(SettingsError, match=rf"^{ENV_NAMES[field]}: "):
+            load_settings(**{field: bad})
 
 
 # -- the windows ------------------------------------------------------------------------------
