@@ -112,20 +112,26 @@ class AbuseGuard:
             self.release(admission)
             return
         limits, now = self.limits, self.clock()
+        # (pattern, window, member, limit, the account an alert names)
+        watched = [
+            (Pattern.GLOBAL_FAILURES, keys.ABUSE_GLOBAL, admission.attempt,
+             limits.global_failures, None),
+        ]  # fmt: skip
+        if customer is not None:
+            watched.append(
+                (Pattern.ACCOUNT_NUMBERS, keys.abuse_account(customer), admission.bucket,
+                 limits.account_numbers, customer)
+            )  # fmt: skip
         pipe = self.redis.pipeline()
-        _slide(pipe, keys.ABUSE_GLOBAL, admission.attempt, now, limits.global_failures, limits)
-        if customer is not None:
-            account_window = keys.abuse_account(customer)
-            _slide(pipe, account_window, admission.bucket, now, limits.account_numbers, limits)
-        counts = pipe.execute()[_COUNT :: len(_SLIDE)]
-        alerts = [(Pattern.GLOBAL_FAILURES, counts[0], limits.global_failures, "service", None)]
-        if customer is not None:
-            alerts.append(
-                (Pattern.ACCOUNT_NUMBERS, counts[1], limits.account_numbers, customer, customer)
-            )
-        for pattern, count, limit, scope, account in alerts:
-            trip = over(pattern, count, limit, limits.window)
-            if trip is not None and self._claim(keys.abuse_alerted(pattern.value, scope), now):
+        for _, window, member, limit, _ in watched:
+            _slide(pipe, window, member, now, limit + 1, limits.window, keys.abuse_alerted(window))
+        replies = pipe.execute()
+        for n, (pattern, window, _, limit, account) in enumerate(watched):
+            group = replies[n * _GROUP : (n + 1) * _GROUP]
+            trip = over(pattern, group[_COUNT], limit, limits.window)
+            if trip is None or _until(group[_MARK]) > now:
+                continue  # under the limit, or already alerted in this window: no round trip
+            if self._claim(keys.abuse_alerted(window), now):
                 self._alert(trip, state, account=account)
 
     def refused(self, state: CallState) -> bool:
@@ -162,20 +168,20 @@ class AbuseGuard:
         )
 
 
-# One window update: add, trim by age, keep the newest limit + 1 entries (enough to tell
-# "over the limit"), count, and let the set expire with the window.
-_SLIDE = ("zadd", "zremrangebyscore", "zremrangebyrank", "zcard", "expire")
-_COUNT = _SLIDE.index("zcard")
+# One window update, six commands: add, trim by age, keep the newest `keep` entries (the limit
+# and one more tell "over the limit"), count, let the set expire with the window, read the mark.
+_GROUP, _COUNT, _MARK = 6, 3, 5
 
 
 def _slide(
-    pipe: Pipeline, key: str, member: str, now: float, limit: int, limits: AbuseLimits
+    pipe: Pipeline, key: str, member: str, now: float, keep: int, window: int, mark: str
 ) -> None:
     pipe.zadd(key, {member: now})
-    pipe.zremrangebyscore(key, "-inf", now - limits.window)
-    pipe.zremrangebyrank(key, 0, -(limit + 2))
+    pipe.zremrangebyscore(key, "-inf", now - window)
+    pipe.zremrangebyrank(key, 0, -(keep + 1))
     pipe.zcard(key)
-    pipe.expire(key, limits.window)
+    pipe.expire(key, window)
+    pipe.get(mark)
 
 
 def _until(raw: bytes | None) -> float:

@@ -63,5 +63,6 @@ def abuse_account(account: str) -> str:
 ABUSE_GLOBAL = f"{PREFIX}:abuse:global"
 
 
-def abuse_alerted(pattern: str, scope: str) -> str:
-    return f"{PREFIX}:abuse:alerted:{pattern}:{scope}"
+def abuse_alerted(window_key: str) -> str:
+    """Marks that an alert-only window has alerted, until the time it holds."""
+    return f"{window_key}:alerted"

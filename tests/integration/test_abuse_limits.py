@@ -9,12 +9,20 @@ another number is not affected; one alert lands in the web process's log and in 
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import redis
 
 from ivr.auth.knowledge import SecretHasher, enrol
+from ivr.auth.verifier import Verifier
+from ivr.flows.engine import AuthenticationRefused, CallState
+from ivr.runtime import make_abuse_guard, make_possession
+from ivr.settings import load_settings
 from ivr.simulator import CallResult
-from ivr.store.customers import Customer
+from ivr.store.audit import AuditLog
+from ivr.store.counters import FailureCounter
+from ivr.store.customers import Customer, RedisCustomerDirectory
 from tests.support import (
     assert_never_enqueued,
     assert_well_served,
@@ -85,3 +93,46 @@ def test_a_spraying_number_is_refused_and_raises_one_alert(
     assert event["caller"] == SPRAYER and event["outcome"] == "refused"
     assert event["call_sid"] == refused[0].call_sid
     assert event["detail"].startswith("pattern=many_accounts_from_one_number ")
+
+
+def test_parallel_calls_from_one_number_get_no_more_attempts_than_the_limit(
+    rdb: redis.Redis,
+) -> None:
+    """Attempts are counted before they are checked (a WATCH transaction on the real Redis),
+    so calls racing from one number cannot all pass the limit before any is counted."""
+    calls = 20
+    hasher = SecretHasher()  # production argon2 cost: a read-then-write window would be real
+    directory = RedisCustomerDirectory(rdb)
+    audit = AuditLog(rdb)
+    settings = load_settings(code_key="abuse-race-code-key-0123")
+    verifier = Verifier(
+        directory, hasher, FailureCounter(rdb), audit, settings.account_max_failures,
+        make_possession(settings, rdb, directory, audit),
+        abuse=make_abuse_guard(settings, rdb, audit),
+    )  # fmt: skip
+    start = threading.Barrier(calls)
+    refused: list[int] = []
+    matched: list[int] = []
+
+    def call(n: int) -> None:
+        state = CallState(call_sid=f"CA{n:032x}", caller=SPRAYER, step="pin",
+                          account=f"7000{n:04d}")  # fmt: skip
+        start.wait()
+        try:
+            if verifier.verify(state, "pin", SPRAYED_PIN):
+                matched.append(n)
+        except AuthenticationRefused:
+            refused.append(n)
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    checked = [
+        e for e in audit_events(rdb) if e["event"] == "authenticate" and e["outcome"] != "refused"
+    ]
+    assert len(checked) == settings.abuse_number_accounts, checked
+    assert len(refused) == calls - settings.abuse_number_accounts and matched == []
+    assert len([e for e in audit_events(rdb) if e["event"] == "abuse_alert"]) == 1
