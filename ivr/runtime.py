@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from flask import current_app
 from redis import Redis
 
+from ivr.auth.abuse import AbuseLimits
 from ivr.auth.knowledge import SecretHasher
 from ivr.auth.possession import CodePolicy, Possession
 from ivr.auth.verifier import Verifier
 from ivr.flows.engine import Engine
 from ivr.flows.schema import Flow
 from ivr.settings import Settings
+from ivr.store.abuse import AbuseGuard
 from ivr.store.audit import AuditLog
 from ivr.store.counters import FailureCounter
 from ivr.store.customers import RedisCustomerDirectory
@@ -42,7 +44,13 @@ def build_runtime(settings: Settings, redis: Redis, flow: Flow) -> Runtime:
     audit = AuditLog(redis)
     possession = make_possession(settings, redis, customers, audit)
     verifier = Verifier(
-        customers, hasher, FailureCounter(redis), audit, settings.account_max_failures, possession
+        customers,
+        hasher,
+        FailureCounter(redis),
+        audit,
+        settings.account_max_failures,
+        possession,
+        abuse=make_abuse_guard(settings, redis, audit),
     )
     return Runtime(
         settings=settings,
@@ -77,6 +85,19 @@ def make_possession(
     }
     limiter = SendLimiter(redis, SendLimits.from_settings(settings))
     return Possession(redis, customers, policy, limiter, audit, verify)
+
+
+def make_abuse_guard(settings: Settings, redis: Redis, audit: AuditLog) -> AbuseGuard:
+    limits = AbuseLimits(
+        window=settings.abuse_window,
+        cooldown=settings.abuse_cooldown,
+        number_failures=settings.abuse_number_failures,
+        number_accounts=settings.abuse_number_accounts,
+        withheld_failures=settings.abuse_withheld_failures,
+        account_numbers=settings.abuse_account_numbers,
+        global_failures=settings.abuse_global_failures,
+    )
+    return AbuseGuard(redis, limits, audit)
 
 
 def make_hasher(settings: Settings) -> SecretHasher:

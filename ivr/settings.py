@@ -64,6 +64,28 @@ class Settings(BaseSettings):
     argon2_time_cost: Annotated[int, Field(ge=1, le=10)] = Field(
         default=2, validation_alias=_env("IVR_ARGON2_TIME_COST")
     )
+    # Abuse limits (ivr.auth.abuse): failures allowed within the sliding window; one more trips.
+    abuse_window: Annotated[int, Field(ge=60, le=86400)] = Field(
+        default=3600, validation_alias=_env("IVR_ABUSE_WINDOW")
+    )
+    abuse_cooldown: Annotated[int, Field(ge=60, le=86400)] = Field(
+        default=3600, validation_alias=_env("IVR_ABUSE_COOLDOWN")
+    )
+    abuse_number_failures: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=6, validation_alias=_env("IVR_ABUSE_NUMBER_FAILURES")
+    )
+    abuse_number_accounts: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=3, validation_alias=_env("IVR_ABUSE_NUMBER_ACCOUNTS")
+    )
+    abuse_withheld_failures: Annotated[int, Field(ge=1, le=10000)] = Field(
+        default=30, validation_alias=_env("IVR_ABUSE_WITHHELD_FAILURES")
+    )
+    abuse_account_numbers: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=3, validation_alias=_env("IVR_ABUSE_ACCOUNT_NUMBERS")
+    )
+    abuse_global_failures: Annotated[int, Field(ge=1, le=1000000)] = Field(
+        default=300, validation_alias=_env("IVR_ABUSE_GLOBAL_FAILURES")
+    )
     # One-time codes, service codes and their delivery (possession factors).
     code_key: str | None = Field(default=None, min_length=16, validation_alias=_env("IVR_CODE_KEY"))
     code_digits: Annotated[int, Field(ge=6, le=10)] = Field(

@@ -9,7 +9,8 @@ Fixtures live in the conftest files; a test module imports what it needs from he
   (`audit_events`, `authentications`, `deliveries`).
 - What a simulated call got: `webhook_bodies`, `assert_well_served`, `never_enqueued`,
   `assert_never_enqueued`.
-- Callers and wires: `sign`, `make_player`, `seed_customer`, `TimedTransport`, `DeliverTwice`.
+- Callers and wires: `sign`, `make_player`, `seed_customer`, `TimedTransport`, `DeliverTwice`,
+  `pin_caller` (a default-flow caller who keys given PINs, e.g. one PIN sprayed at an account).
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ from rq.job import Job
 from twilio.request_validator import RequestValidator
 
 from ivr import simulator
-from ivr.simulator import CallPlayer, CallResult, HttpTransport, Reply, Transport
+from ivr.simulator import (
+    CallPlayer,
+    CallResult,
+    Gather,
+    HttpTransport,
+    InputSource,
+    Keys,
+    Reply,
+    Transport,
+)
 from ivr.store.customers import Customer, RedisCustomerDirectory
 
 #: Seconds: Twilio gives up on a webhook after 15 s, and each answer must be far inside that.
@@ -250,3 +260,24 @@ class DeliverTwice:
 
     def get(self, url: str, headers: dict[str, str]) -> Reply:
         return self.inner.get(url, headers)
+
+
+def pin_caller(account: str, *pins: str) -> InputSource:
+    """A caller of the default flow who claims `account`, keys each of `pins` at the PIN
+    prompt (one attempt each), then stays silent; if the door opens, asks for the balance queue.
+    Answers by prompt, so it follows the flow wherever a failure or a refusal leads."""
+    left = list(pins)
+
+    def answer(gather: Gather, heard: list[str]) -> Keys | None:
+        prompt = heard[-1] if heard else ""
+        if "your account number" in prompt:
+            return Keys(f"{account}#")
+        if prompt.startswith("To enter your PIN"):
+            return Keys("1") if left else None
+        if prompt.startswith("Please enter your PIN"):
+            return Keys(f"{left.pop(0)}#")
+        if "you are verified" in prompt:
+            return Keys("1")
+        return None
+
+    return answer

@@ -2,7 +2,8 @@
 
 Every outcome that is not a match (unknown account, factor not set, factor locked, garbled
 input, wrong secret or code) returns the same False, and the knowledge factors cost the same
-argon2 work either way, so a caller cannot tell them apart.
+argon2 work either way, so a caller cannot tell them apart. Each of them also counts against the
+calling number's abuse limits; a number over them is refused before anything is checked.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from ivr.auth.knowledge import SecretHasher
 from ivr.auth.possession import Possession
 from ivr.flows.engine import (
     CALLBACK_CONFIRM,
+    AuthenticationRefused,
     CallState,
     Delivery,
     DeliveryStatus,
     FactorUnavailable,
 )
 from ivr.flows.schema import CODE_METHODS
+from ivr.store.abuse import AbuseGuard
 from ivr.store.audit import AuditLog
 from ivr.store.counters import FailureCounter
 from ivr.store.customers import Customer, CustomerDirectory
@@ -36,6 +39,7 @@ class Verifier:
         audit: AuditLog,
         max_account_failures: int,
         possession: Possession,
+        abuse: AbuseGuard | None = None,  # None: no abuse limits (tests of other rules)
     ) -> None:
         self.directory = directory
         self.hasher = hasher
@@ -43,21 +47,32 @@ class Verifier:
         self.audit = audit
         self.max_account_failures = max_account_failures
         self.possession = possession
+        self.abuse = abuse
 
     def account_for_caller(self, caller: str) -> str | None:
         accounts = self.directory.accounts_for_phone(caller)
         return accounts[0] if len(accounts) == 1 else None
 
     def request_code(self, state: CallState, method: str) -> Delivery:
+        if self.abuse is not None and self.abuse.refused(state):
+            return "unavailable"  # a refused number gets nothing sent on its behalf
         return self.possession.request_code(state, method)
 
     def delivery_status(self, state: CallState, method: str) -> DeliveryStatus:
         return self.possession.delivery_status(state, method)
 
     def request_callback(self, state: CallState, step: str) -> Delivery:
+        if self.abuse is not None and self.abuse.refused(state):
+            return "unavailable"
         return self.possession.request_callback(state, step)
 
     def verify(self, state: CallState, method: str, answer: str | None) -> bool:
+        guard = self.abuse
+        admission = guard.admit(state) if guard is not None else None
+        if guard is not None and admission is None:
+            # Refused before anything is looked up, hashed or counted.
+            self.audit.attempt("authenticate", state, method, "refused", factor_of(method).value)
+            raise AuthenticationRefused
         customer = self.directory.get(state.account or "")
         # The attempt is counted before it is checked: INCR is atomic, so parallel calls cannot
         # all pass a read-then-write check and get more guesses than the cap allows.
@@ -72,6 +87,8 @@ class Verifier:
         except FactorUnavailable:
             if customer is not None:
                 self.counter.undo(customer.account, method)  # the provider failed, not the caller
+            if guard is not None and admission is not None:
+                guard.release(admission)
             self.audit.attempt(
                 "authenticate", state, method, "unavailable", factor_of(method).value
             )
@@ -88,6 +105,8 @@ class Verifier:
             at_cap = attempt == self.max_account_failures
             outcome = "failure_locked_now" if at_cap else "failure"
         self.audit.attempt("authenticate", state, method, outcome, factor_of(method).value)
+        if guard is not None and admission is not None:
+            guard.settle(admission, state, not matched, customer.account if customer else None)
         return matched
 
     def _matches(

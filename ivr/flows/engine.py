@@ -75,6 +75,14 @@ class FactorUnavailable(Exception):
     """
 
 
+class AuthenticationRefused(Exception):
+    """The calling number is over an abuse limit (`ivr.auth.abuse`) and in its cool-down.
+
+    Nothing was checked or counted; authentication is over for the call, which leaves by the
+    flow's failure route exactly as if its budget were spent, never to an agent.
+    """
+
+
 @dataclass(frozen=True)
 class CallerInput:
     digits: str | None = None
@@ -143,7 +151,8 @@ class Ports(Protocol):
         """Check `answer` for `method` against the claimed account, counting and auditing it.
 
         `answer` None is an unusable attempt (garbled, low confidence): a failure all the same.
-        Unknown accounts and locked factors simply return False.
+        Unknown accounts and locked factors simply return False. Raises AuthenticationRefused
+        when the calling number is refused for abuse.
         """
 
     def request_code(self, state: CallState, method: str) -> Delivery:
@@ -242,6 +251,9 @@ class Engine:
             if step.on_unavailable is None:
                 raise
             return self._unavailable(state, step)
+        except AuthenticationRefused:
+            state.failures = max(state.failures, self.flow.authentication.max_failures)
+            return self._enter(state, self.flow.authentication.failure_route, [])
         if ok:
             if step.method not in state.proofs:
                 state.proofs.append(step.method)

@@ -46,3 +46,23 @@ def service_code(account: str) -> str:
 
 def callback(call_sid: str) -> str:
     return f"{PREFIX}:callback:{call_sid}"
+
+
+def abuse_number(bucket: str) -> str:
+    return f"{PREFIX}:abuse:number:{bucket}"
+
+
+def abuse_refused(bucket: str) -> str:
+    return f"{PREFIX}:abuse:refused:{bucket}"
+
+
+def abuse_account(account: str) -> str:
+    return f"{PREFIX}:abuse:account:{account}"
+
+
+ABUSE_GLOBAL = f"{PREFIX}:abuse:global"
+
+
+def abuse_alerted(window_key: str) -> str:
+    """Marks that an alert-only window has alerted, until the time it holds."""
+    return f"{window_key}:alerted"

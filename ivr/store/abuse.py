@@ -1,0 +1,188 @@
+"""The abuse limits' sliding windows in Redis, and the alert raised when one is crossed.
+
+Each window is a sorted set scored by time, trimmed on every write, so a count always means
+"within the last `window` seconds": there is no bucket edge for an attacker to straddle. Every
+set is bounded: a number's window stops growing once it is refused, and the alert-only windows
+keep only as many entries as their limit needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis import Redis
+from redis.client import Pipeline
+
+from ivr.auth.abuse import (
+    AbuseLimits,
+    Pattern,
+    Trip,
+    alert_detail,
+    alert_line,
+    number_bucket,
+    number_verdict,
+    over,
+)
+from ivr.flows.engine import CallState
+from ivr.store import keys
+from ivr.store.audit import AuditLog
+
+log = logging.getLogger("ivr.abuse")
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An attempt let through. It is already in the number's window (counted first, so calls
+    racing from one number cannot all slip past the limit) and is taken out again if it
+    turns out not to be a failure."""
+
+    bucket: str
+    attempt: str  # a random id: the entry is "<attempt>|<account>"
+    account: str
+
+    @property
+    def entry(self) -> str:
+        return f"{self.attempt}|{self.account}"
+
+
+class AbuseGuard:
+    """Admits or refuses each authentication attempt by its calling number; alerts once per
+    trip (a structured `ivr.abuse` warning and an `abuse_alert` audit event)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        limits: AbuseLimits,
+        audit: AuditLog,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.redis = redis
+        self.limits = limits
+        self.audit = audit
+        self.clock = clock
+
+    def admit(self, state: CallState) -> Admission | None:
+        """Count this attempt against the calling number, or None: the number is refused.
+
+        The attempt that would go over a limit is itself refused and starts the cool-down;
+        attempts during the cool-down are neither checked nor counted.
+        """
+        limits, now = self.limits, self.clock()
+        bucket = number_bucket(state.caller)
+        admission = Admission(bucket, secrets.token_hex(8), state.account or "")
+        window, mark = keys.abuse_number(admission.bucket), keys.abuse_refused(admission.bucket)
+
+        def attempt(pipe: Pipeline) -> tuple[bool, Trip | None]:
+            if _until(pipe.get(mark)) > now:
+                return False, None
+            entries = pipe.zrangebyscore(window, f"({now - limits.window}", "+inf")
+            tried = [entry.decode().split("|", 1)[1] for entry in entries]
+            trip = number_verdict(tried, admission.account, admission.bucket, limits)
+            pipe.multi()
+            if trip is not None:
+                pipe.set(mark, repr(now + limits.cooldown), ex=limits.cooldown)
+                return False, trip
+            pipe.zadd(window, {admission.entry: now})
+            pipe.zremrangebyscore(window, "-inf", now - limits.window)
+            pipe.expire(window, limits.window)
+            return True, None
+
+        admitted, trip = self.redis.transaction(attempt, window, mark, value_from_callable=True)
+        if trip is not None:
+            self._alert(trip, state, bucket=admission.bucket)
+        return admission if admitted else None
+
+    def release(self, admission: Admission) -> None:
+        """Take back an attempt that was not a failure: a success, or a provider outage.
+
+        Only this attempt's own entry goes; a success never erases the number's earlier
+        failures (a sprayer who owns one account must not reset the count with it)."""
+        self.redis.zrem(keys.abuse_number(admission.bucket), admission.entry)
+
+    def settle(
+        self, admission: Admission, state: CallState, failed: bool, customer: str | None
+    ) -> None:
+        """The attempt was judged: a failure also counts globally and, for an account that
+        exists (`customer`), towards the numbers failing against it. Both only alert."""
+        if not failed:
+            self.release(admission)
+            return
+        limits, now = self.limits, self.clock()
+        # (pattern, window, member, limit, the account an alert names)
+        watched = [
+            (Pattern.GLOBAL_FAILURES, keys.ABUSE_GLOBAL, admission.attempt,
+             limits.global_failures, None),
+        ]  # fmt: skip
+        if customer is not None:
+            watched.append(
+                (Pattern.ACCOUNT_NUMBERS, keys.abuse_account(customer), admission.bucket,
+                 limits.account_numbers, customer)
+            )  # fmt: skip
+        pipe = self.redis.pipeline()
+        for _, window, member, limit, _ in watched:
+            _slide(pipe, window, member, now, limit + 1, limits.window, keys.abuse_alerted(window))
+        replies = pipe.execute()
+        for n, (pattern, window, _, limit, account) in enumerate(watched):
+            group = replies[n * _GROUP : (n + 1) * _GROUP]
+            trip = over(pattern, group[_COUNT], limit, limits.window)
+            if trip is None or _until(group[_MARK]) > now:
+                continue  # under the limit, or already alerted in this window: no round trip
+            if self._claim(keys.abuse_alerted(window), now):
+                self._alert(trip, state, account=account)
+
+    def refused(self, state: CallState) -> bool:
+        """Whether the calling number is in its cool-down (nothing is counted)."""
+        mark = keys.abuse_refused(number_bucket(state.caller))
+        return _until(self.redis.get(mark)) > self.clock()
+
+    def _claim(self, mark: str, now: float) -> bool:
+        """The first to cross an alert-only limit in a window raises the alert; the rest not."""
+        window = self.limits.window
+
+        def claim(pipe: Pipeline) -> bool:
+            if _until(pipe.get(mark)) > now:
+                return False
+            pipe.multi()
+            pipe.set(mark, repr(now + window), ex=window)
+            return True
+
+        return bool(self.redis.transaction(claim, mark, value_from_callable=True))
+
+    def _alert(
+        self, trip: Trip, state: CallState, *, bucket: str | None = None, account: str | None = None
+    ) -> None:
+        # The log shows a masked number and no account; the audit stream, which already names
+        # callers and accounts, holds them in full for whoever investigates.
+        log.warning(alert_line(trip, bucket, state.call_sid))
+        self.audit.record(
+            "abuse_alert",
+            call_sid=state.call_sid,
+            caller=bucket,
+            account=account,
+            outcome="refused" if trip.refused_for is not None else "alert",
+            detail=alert_detail(trip),
+        )
+
+
+# One window update, six commands: add, trim by age, keep the newest `keep` entries (the limit
+# and one more tell "over the limit"), count, let the set expire with the window, read the mark.
+_GROUP, _COUNT, _MARK = 6, 3, 5
+
+
+def _slide(
+    pipe: Pipeline, key: str, member: str, now: float, keep: int, window: int, mark: str
+) -> None:
+    pipe.zadd(key, {member: now})
+    pipe.zremrangebyscore(key, "-inf", now - window)
+    pipe.zremrangebyrank(key, 0, -(keep + 1))
+    pipe.zcard(key)
+    pipe.expire(key, window)
+    pipe.get(mark)
+
+
+def _until(raw: bytes | None) -> float:
+    return float(raw) if raw else 0.0
