@@ -42,8 +42,9 @@ def build_runtime(settings: Settings, redis: Redis, flow: Flow) -> Runtime:
     audit = AuditLog(redis)
     possession = make_possession(settings, redis, customers, audit)
     verifier = Verifier(
-        customers, hasher, FailureCounter(redis), audit, settings.account_max_failures, possession
-    )
+        customers, hasher, FailureCounter(redis), audit, settings.account_max_failures, possession,
+        claim_key=claim_key(settings),
+    )  # fmt: skip
     return Runtime(
         settings=settings,
         redis=redis,
@@ -82,6 +83,17 @@ def make_possession(
         if backend == "verify"
     }
     return Possession(redis, customers, policy, SendLimiter(redis, limits), audit, verify)
+
+
+def claim_key(settings: Settings) -> str | None:
+    """The key of the digests that stand for account digits matching no account.
+
+    Every web process must use the same one (a call moves between processes), and only web
+    processes compute claims. The first set of IVR_CODE_KEY, IVR_PEPPER and TWILIO_AUTH_TOKEN:
+    our own secrets first, the token Twilio also knows last; the digest is domain-separated
+    from every other use of the key. None (nothing set) makes every typed claim fail closed.
+    """
+    return settings.code_key or settings.pepper or settings.twilio_auth_token
 
 
 def make_hasher(settings: Settings) -> SecretHasher:
