@@ -328,11 +328,11 @@ class CodeCheck:
         self.store = CodeStore(redis)
         self.key = key
 
-    def issued_to(self, call_sid: str, method: str, code: str) -> bool:
+    def issued_to(self, call_sid: str, method: str, to: str, code: str) -> bool:
         issued = self.store.otp(call_sid, method)
-        return isinstance(issued, IssuedCode) and matches(
-            self.key, otp_purpose(call_sid, method), code, issued.digest
-        )
+        record = self.store.delivery_record(call_sid, method)  # the claim it was sent for
+        purpose = otp_purpose(call_sid, method, record.claim if record else "", to)
+        return isinstance(issued, IssuedCode) and matches(self.key, purpose, code, issued.digest)
 
 
 class CallerScript:
@@ -415,7 +415,7 @@ class CallerScript:
             found = CODE_IN_TEXT.search(message.body)
             if found is None:
                 continue
-            if self.code_check.issued_to(self.call_sid, "sms_otp", found.group(1)):
+            if self.code_check.issued_to(self.call_sid, "sms_otp", to, found.group(1)):
                 self.skipped_texts = skipped
                 return found.group(1), message.at
             skipped += 1
