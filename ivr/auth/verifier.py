@@ -58,7 +58,9 @@ class Verifier:
     def claim(self, digits: str) -> str:
         if self.claim_key is None:
             # Fail closed (the caller gets the apology) rather than keep the digits in clear.
-            raise RuntimeError("no key for claim digests (IVR_CODE_KEY / TWILIO_AUTH_TOKEN)")
+            raise RuntimeError(
+                "no key for claim digests: set IVR_CODE_KEY (or IVR_PEPPER, TWILIO_AUTH_TOKEN)"
+            )
         unmatched = codes.unmatched_claim(self.claim_key, digits)  # always: same work either way
         customer = self.directory.get(digits)
         return customer.account if customer is not None else unmatched
