@@ -51,6 +51,7 @@ def build_runtime(settings: Settings, redis: Redis, flow: Flow) -> Runtime:
         settings.account_max_failures,
         possession,
         abuse=make_abuse_guard(settings, redis, audit),
+        claim_key=claim_key(settings),
     )
     return Runtime(
         settings=settings,
@@ -98,6 +99,17 @@ def make_abuse_guard(settings: Settings, redis: Redis, audit: AuditLog) -> Abuse
         global_failures=settings.abuse_global_failures,
     )
     return AbuseGuard(redis, limits, audit)
+
+
+def claim_key(settings: Settings) -> str | None:
+    """The key of the digests that stand for account digits matching no account.
+
+    Every web process must use the same one (a call moves between processes), and only web
+    processes compute claims. The first set of IVR_CODE_KEY, IVR_PEPPER and TWILIO_AUTH_TOKEN:
+    our own secrets first, the token Twilio also knows last; the digest is domain-separated
+    from every other use of the key. None (nothing set) makes every typed claim fail closed.
+    """
+    return settings.code_key or settings.pepper or settings.twilio_auth_token
 
 
 def make_hasher(settings: Settings) -> SecretHasher:

@@ -1,9 +1,13 @@
 """RQ jobs: the slow, failure-prone work a webhook must not wait for.
 
-Jobs are top-level functions whose arguments hold no secret: a one-time code is made inside
-`send_code`, stored only as a digest, handed to the provider and forgotten. A provider that
-fails for good marks the delivery failed at once (the caller is offered another method); one that
-fails for now raises, and rq retries within the policy the web process set when it queued the job.
+Jobs are top-level functions whose arguments are opaque ids (call, method, nonce): the account,
+destination and deadline of a send are read from its delivery record in Redis, because rq keeps
+job arguments and logs job descriptions. A one-time code is made inside `send_code`, stored only
+as a digest bound to the claim and destination, handed to the provider and forgotten.
+
+A provider that fails for good marks the delivery failed at once (the caller is offered another
+method); one that fails for now raises, and rq retries within the policy the web process set
+when it queued the job, each retry held to the delivery's deadline.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from ivr.auth.possession import destination
 from ivr.errors import SettingsError
 from ivr.settings import Settings, load_settings
 from ivr.store.audit import AuditLog
-from ivr.store.codes import VERIFY_MARK, CallbackRef, CallbackRefs, CodeStore
+from ivr.store.codes import VERIFY_MARK, CallbackRefs, CodeStore
 from ivr.store.customers import RedisCustomerDirectory
 from ivr.store.send_caps import SendLimiter, SendLimits, SendScopes
 from ivr.twilio_api import DeliveryError, PermanentDeliveryError, TwilioVerify, make_client
@@ -30,10 +34,13 @@ CALLBACK_PATH = "/voice/callback"
 CHANNELS = {"sms_otp": "sms", "email_otp": "email"}
 
 
-def send_code(call_sid: str, method: str, account: str, nonce: str) -> None:
-    """Make a one-time code for this call and method and send it to the destination on file.
+def send_code(call_sid: str, method: str, nonce: str) -> None:
+    """Make a one-time code for this call's send `nonce` and send it to the destination on file.
 
-    `nonce` names the send; once the caller has asked for a newer one, this job changes nothing.
+    Everything else (which account, by when) is read from the delivery record. The send goes
+    out only while it is the call's current one, pending and within its deadline; once the
+    caller has asked for a newer one, claimed another account, or been told it failed, this
+    job changes nothing.
     """
     job = get_current_job()
     assert job is not None, "send_code runs inside an rq worker"
@@ -42,19 +49,35 @@ def send_code(call_sid: str, method: str, account: str, nonce: str) -> None:
     store = CodeStore(redis)
     audit = AuditLog(redis)
     ttl = settings.code_ttl
+    record = store.delivery_record(call_sid, method)
+    if record is None:
+        return  # expired with the code's lifetime: nothing to send, nothing left to hand back
+    if record.nonce != nonce:
+        # Superseded by a newer send of the call before this one went out.
+        claim = store.claim_of(call_sid, method, nonce)
+        if claim is not None:
+            to = destination(RedisCustomerDirectory(redis).get(claim), method)
+            _refund(redis, settings, call_sid, claim, method, to)
+        return
+    account = record.claim
     to = destination(RedisCustomerDirectory(redis).get(account), method)
+    if record.status != "pending":
+        if record.status == "abandoned":
+            _refund(redis, settings, call_sid, account, method, to)  # never made
+        return  # or already settled by an earlier run
+    if not record.open(time.time()):
+        # The caller stopped holding for it: never deliver late (SECURITY 26).
+        store.settle(call_sid, method, nonce, ttl, status="failed", void=True)
+        _refund(redis, settings, call_sid, account, method, to)
+        return
     if to is None:
         # Unknown account, or no email on file: the caller hears exactly what a customer hears,
         # and no code will ever match.
         if not store.settle(call_sid, method, nonce, ttl, status="sent"):
             _refund(redis, settings, call_sid, account, method, to)  # superseded, as a customer's
         return
-    if job.enqueued_at is not None and _age(job.enqueued_at) >= ttl:
-        store.settle(call_sid, method, nonce, ttl, status="failed", void=True)  # never stale
-        _refund(redis, settings, call_sid, account, method, to)
-        return
     try:
-        sent = _deliver(settings, store, call_sid, method, to, nonce)
+        sent = _deliver(settings, store, call_sid, method, account, to, nonce)
     except (PermanentDeliveryError, SettingsError) as exc:
         _failed(store, audit, settings, call_sid, method, account, nonce, exc)
         _refund(redis, settings, call_sid, account, method, to)
@@ -73,26 +96,33 @@ def send_code(call_sid: str, method: str, account: str, nonce: str) -> None:
 
 
 def _deliver(
-    settings: Settings, store: CodeStore, call_sid: str, method: str, to: str, nonce: str
+    settings: Settings,
+    store: CodeStore,
+    call_sid: str,
+    method: str,
+    account: str,
+    to: str,
+    nonce: str,
 ) -> bool:
-    """Send one code; False when a newer send has taken over (then nothing is sent)."""
+    """Send one code; False when the send is no longer wanted (then nothing is sent)."""
     channel = CHANNELS[method]
     backend = settings.sms_backend if channel == "sms" else settings.email_backend
     ttl = settings.code_ttl
     if backend == "verify":
-        if not store.is_current(call_sid, method, nonce):
+        if store.pending(call_sid, method, nonce, time.time()) is None:
             return False
         TwilioVerify(make_client(settings), settings.verify_service_sid or "").start(to, channel)
-        store.settle(call_sid, method, nonce, ttl, issue=VERIFY_MARK)
-        return True  # sent, even if a newer send took over meanwhile
+        # Abandoned meanwhile: no mark, so whatever Twilio sent matches nothing; but it was sent,
+        # and so it counts against the caps.
+        store.settle(call_sid, method, nonce, ttl, issue=VERIFY_MARK, now=time.time())
+        return True
     if not settings.code_key:
         raise PermanentDeliveryError("IVR_CODE_KEY is not set; no code can be made")
     code = codes.make_code(settings.code_digits)
-    issued = codes.IssuedCode(
-        codes.digest(settings.code_key, codes.otp_purpose(call_sid, method), code),
-        time.time() + ttl,
-    )
-    if not store.settle(call_sid, method, nonce, ttl, issue=issued):
+    made = time.time()
+    purpose = codes.otp_purpose(call_sid, method, account, to)
+    issued = codes.IssuedCode(codes.digest(settings.code_key, purpose, code), made + ttl)
+    if not store.settle(call_sid, method, nonce, ttl, issue=issued, now=made):
         return False
     delivery = delivery_for(settings, channel)  # type: ignore[arg-type]
     if channel == "sms":
@@ -125,20 +155,22 @@ def _failed(
         )
 
 
-def place_callback(
-    call_sid: str,
-    account: str,
-    caller: str,
-    proofs: list[str],
-    failures: int,
-    step: str,
-) -> None:
-    """Call the number on file; the call back carries this call's claim by its own CallSid."""
+def place_callback(call_sid: str, nonce: str) -> None:
+    """Call the number on file; the call back carries this call's claim by its own CallSid.
+
+    What it carries (the claim, the proofs so far, the step) comes from the delivery record,
+    so the job's arguments hold neither the account nor the caller's phone number.
+    """
     job = get_current_job()
     assert job is not None, "place_callback runs inside an rq worker"
     redis: Redis = job.connection
     settings = load_settings()
+    store = CodeStore(redis)
     audit = AuditLog(redis)
+    record = store.pending(call_sid, "callback", nonce, time.time())
+    if record is None or record.callback is None:
+        return  # abandoned, or asked too long ago: the customer is no longer waiting for it
+    account = record.claim
     to = destination(RedisCustomerDirectory(redis).get(account), "callback")
     if to is None:
         return  # unknown account: the caller was told to hang up, and nobody is called
@@ -146,16 +178,16 @@ def place_callback(
     try:
         callback_sid = delivery_for(settings, "call").place_call(to, base + CALLBACK_PATH)
     except (PermanentDeliveryError, SettingsError) as exc:
-        _callback_failed(audit, call_sid, account, exc)
+        _callback_failed(store, audit, settings, call_sid, account, nonce, exc)
         _refund(redis, settings, call_sid, account, "callback", to)
         return
     except DeliveryError as exc:
         if not job.retries_left:
-            _callback_failed(audit, call_sid, account, exc)
+            _callback_failed(store, audit, settings, call_sid, account, nonce, exc)
             _refund(redis, settings, call_sid, account, "callback", to)
         raise
-    ref = CallbackRef(call_sid, caller, account, proofs, failures, step)
-    CallbackRefs(redis).put(callback_sid, ref)
+    CallbackRefs(redis).put(callback_sid, record.callback)
+    store.settle(call_sid, "callback", nonce, settings.code_ttl, status="sent")
     audit.record(
         "delivery",
         call_sid=call_sid,
@@ -167,8 +199,15 @@ def place_callback(
 
 
 def _callback_failed(
-    audit: AuditLog, call_sid: str, account: str, exc: DeliveryError | SettingsError
+    store: CodeStore,
+    audit: AuditLog,
+    settings: Settings,
+    call_sid: str,
+    account: str,
+    nonce: str,
+    exc: DeliveryError | SettingsError,
 ) -> None:
+    store.settle(call_sid, "callback", nonce, settings.code_ttl, status="failed")
     audit.record(
         "delivery",
         call_sid=call_sid,
@@ -188,11 +227,3 @@ def _refund(
     as a customer's would: see `ivr.store.send_caps`."""
     scopes = SendScopes.of(call_sid, account, method, to)
     SendLimiter(redis, SendLimits.from_settings(settings)).refund(scopes)
-
-
-def _age(enqueued_at: object) -> float:
-    from datetime import UTC, datetime
-
-    assert isinstance(enqueued_at, datetime)
-    stamp = enqueued_at if enqueued_at.tzinfo else enqueued_at.replace(tzinfo=UTC)
-    return (datetime.now(UTC) - stamp).total_seconds()

@@ -3,6 +3,18 @@
 The web process never sees a one-time code: it asks the worker (by job name, so `ivr` does not
 import `workers`) to make and deliver one, and later checks what the caller keys in against the
 stored digest. Every send is capped before it is queued.
+
+Each send is a delivery record in Redis (`CodeStore.open_delivery`) holding the claim it was
+asked for and its deadline; the job gets only opaque ids and reads the rest from there. The
+code the job makes is bound to that claim and its destination, so it proves nothing for any
+other account claimed later in the call; and a send the caller was told had failed is abandoned
+(`abandon`), after which it can neither deliver nor issue a code.
+
+How the job's lifetime and the caller's hold agree: the hold lasts at most the step's
+`max_wait` (at most 30 s, the schema's bound); the delivery's deadline is the request time plus
+that `max_wait`, checked by the job in the transaction that issues the code; rq drops a job not
+started within `JOB_TTL`, which is that same 30 s bound, so the TTL only clears the queue and
+never decides on its own whether a code goes out.
 """
 
 from __future__ import annotations
@@ -19,9 +31,10 @@ from rq.exceptions import DuplicateJobError
 
 from ivr.auth import codes
 from ivr.flows.engine import CallState, Delivery, DeliveryStatus, FactorUnavailable
+from ivr.flows.schema import DELIVERED_METHODS
 from ivr.processes import QUEUE
 from ivr.store.audit import AuditLog
-from ivr.store.codes import VERIFY_MARK, CodeStore
+from ivr.store.codes import VERIFY_MARK, CallbackRef, CodeStore
 from ivr.store.customers import Customer, CustomerDirectory
 from ivr.store.send_caps import SendLimiter, SendScopes
 from ivr.twilio_api import DeliveryError, TwilioVerify
@@ -29,9 +42,13 @@ from ivr.twilio_api import DeliveryError, TwilioVerify
 SEND_CODE_JOB = "workers.jobs.send_code"
 VERIFY_CODE = re.compile(r"[0-9]{4,10}")  # what Twilio Verify can have sent
 PLACE_CALLBACK_JOB = "workers.jobs.place_callback"
-# A job not started within the longest hold (max_wait <= 30 s) is dropped: by then the caller
-# has been told the code could not be sent, and a late text would only confuse them.
-JOB_TTL = 30
+MAX_HOLD = 30  # the longest `max_wait` a flow may declare (ivr.flows.schema.AuthenticateStep)
+# A job not started within the longest hold is dropped: by then the caller has been told the
+# code could not be sent (the delivery's deadline refuses it anyway; this just clears the queue).
+JOB_TTL = MAX_HOLD
+# A call back not placed within a minute of the request is not placed: the customer hung up
+# expecting it "in a moment", and a call much later would only confuse them.
+CALLBACK_WITHIN = 60
 JOB_TIMEOUT = 30
 JOB_RETRY = Retry(max=2, interval=[2, 5])
 
@@ -73,53 +90,76 @@ class Possession:
         self.clock = clock
         self.queue = Queue(QUEUE, connection=redis)
 
-    def request_code(self, state: CallState, method: str) -> Delivery:
+    def request_code(self, state: CallState, method: str, max_wait: int = MAX_HOLD) -> Delivery:
+        """Queue a send for the claim as it is now; the caller holds at most `max_wait` s for
+        it, and the job refuses to send from then on (callers that do not say, such as tools,
+        get the longest hold a flow may declare)."""
         account = state.account or ""
         customer = self.directory.get(account)
         to = destination(customer, method)
         if not self._allowed(state, method, to):
             return "unavailable"
         nonce = str(state.seq)  # one per answered request of the call
-        self.codes.open_delivery(state.call_sid, method, nonce, self.policy.ttl)
-        self._enqueue(
-            SEND_CODE_JOB,
-            f"code-{state.call_sid}-{method}-{nonce}",
+        self.codes.open_delivery(
             state.call_sid,
             method,
-            account,
             nonce,
+            claim=account,
+            deadline=self.clock() + max_wait,
+            ttl=self.policy.ttl,
         )
+        job_id = f"code-{state.call_sid}-{method}-{nonce}"
+        self._enqueue(SEND_CODE_JOB, job_id, state.call_sid, method, nonce)
         self.audit.attempt("delivery", state, method, "send_requested")
         return "queued"
 
     def delivery_status(self, state: CallState, method: str) -> DeliveryStatus:
-        return self.codes.delivery(state.call_sid, method) or "failed"
+        status = self.codes.delivery(state.call_sid, method)
+        return status if status in ("pending", "sent") else "failed"  # type: ignore[return-value]
+
+    def abandon_delivery(self, state: CallState, method: str) -> None:
+        """The caller was told `method` could not be delivered: that send never counts."""
+        self.codes.abandon(state.call_sid, method)
+
+    def drop_claim(self, state: CallState) -> None:
+        """The call claims another account: every send and code of the old claim is void."""
+        self.codes.abandon(state.call_sid, *DELIVERED_METHODS)
 
     def request_callback(self, state: CallState, step: str) -> Delivery:
         account = state.account or ""
         to = destination(self.directory.get(account), "callback")
         if not self._allowed(state, "callback", to):
             return "unavailable"
-        self._enqueue(
-            PLACE_CALLBACK_JOB,
-            f"callback-{state.call_sid}-{state.seq}",
-            state.call_sid,
-            account,
-            state.caller,
-            list(state.proofs),
-            state.failures,
-            step,
+        nonce = str(state.seq)
+        ref = CallbackRef(
+            state.call_sid, state.caller, account, list(state.proofs), state.failures, step
         )
+        self.codes.open_delivery(
+            state.call_sid,
+            "callback",
+            nonce,
+            claim=account,
+            deadline=self.clock() + CALLBACK_WITHIN,
+            ttl=self.policy.ttl,
+            callback=ref,
+        )
+        job_id = f"callback-{state.call_sid}-{nonce}"
+        self._enqueue(PLACE_CALLBACK_JOB, job_id, state.call_sid, nonce)
         self.audit.attempt("delivery", state, "callback", "send_requested")
         return "queued"
 
     def check_code(
         self, state: CallState, method: str, customer: Customer | None, answer: str | None
     ) -> bool:
-        """The code of this call and method, unexpired, used once."""
+        """The code of this call and method, made for this claim and its destination on file,
+        unexpired, used once.
+
+        No code, no customer, no destination on file: all fail exactly like a wrong code, after
+        the same one HMAC, so the check tells nothing about the claimed account.
+        """
         issued = self.codes.otp(state.call_sid, method)
+        to = destination(customer, method)
         if issued == VERIFY_MARK:
-            to = destination(customer, method)
             if method not in self.verify:
                 return False  # the backend changed since the code was sent: fail closed
             if not VERIFY_CODE.fullmatch(answer or ""):
@@ -130,16 +170,17 @@ class Possession:
                 # Fail closed without blaming the caller: another method is offered instead.
                 raise FactorUnavailable(str(exc)) from None
         else:
+            stored = issued if isinstance(issued, codes.IssuedCode) else None
+            purpose = codes.otp_purpose(state.call_sid, method, state.account or "", to)
+            # `matches` runs first and always: one HMAC whatever is (or is not) on file.
+            matched = codes.matches(
+                self.policy.key or "", purpose, answer or "", stored.digest if stored else None
+            )
             ok = (
-                self.policy.key is not None
-                and isinstance(issued, codes.IssuedCode)
-                and not issued.expired(self.clock())
-                and codes.matches(
-                    self.policy.key,
-                    codes.otp_purpose(state.call_sid, method),
-                    answer or "",
-                    issued.digest,
-                )
+                matched
+                and self.policy.key is not None
+                and stored is not None
+                and not stored.expired(self.clock())
             )
         return ok and self.codes.consume_otp(state.call_sid, method)
 
@@ -182,6 +223,7 @@ class Possession:
                 job,
                 args=args,
                 job_id=job_id,
+                description=job_id,  # rq logs the description: ids only, never arguments
                 unique=True,
                 ttl=JOB_TTL,
                 timeout=JOB_TIMEOUT,

@@ -4,11 +4,16 @@ Every outcome that is not a match (unknown account, factor not set, factor locke
 input, wrong secret or code) returns the same False, and the knowledge factors cost the same
 argon2 work either way, so a caller cannot tell them apart. Each of them also counts against the
 calling number's abuse limits; a number over them is refused before anything is checked.
+
+It also turns what a caller keys at `identify` into the call's claim id: the account number
+when it is on file, else a keyed digest (`ivr.auth.codes.unmatched_claim`) under the server's
+claim key, so the digits of a non-match rest nowhere (call state, audit, send caps, jobs).
 """
 
 from __future__ import annotations
 
 from ivr.assurance import factor_of
+from ivr.auth import codes
 from ivr.auth.knowledge import SecretHasher
 from ivr.auth.possession import Possession
 from ivr.flows.engine import (
@@ -40,6 +45,7 @@ class Verifier:
         max_account_failures: int,
         possession: Possession,
         abuse: AbuseGuard | None = None,  # None: no abuse limits (tests of other rules)
+        claim_key: str | None = None,
     ) -> None:
         self.directory = directory
         self.hasher = hasher
@@ -48,18 +54,43 @@ class Verifier:
         self.max_account_failures = max_account_failures
         self.possession = possession
         self.abuse = abuse
+        self.claim_key = claim_key  # see ivr.runtime.claim_key; None refuses every typed claim
 
     def account_for_caller(self, caller: str) -> str | None:
         accounts = self.directory.accounts_for_phone(caller)
         return accounts[0] if len(accounts) == 1 else None
 
-    def request_code(self, state: CallState, method: str) -> Delivery:
+    def claim(self, digits: str) -> str:
+        if self.claim_key is None:
+            # Fail closed (the caller gets the apology) rather than keep the digits in clear.
+            raise RuntimeError(
+                "no key for claim digests: set IVR_CODE_KEY (or IVR_PEPPER, TWILIO_AUTH_TOKEN)"
+            )
+        unmatched = codes.unmatched_claim(self.claim_key, digits)  # always: same work either way
+        customer = self.directory.get(digits)
+        return customer.account if customer is not None else unmatched
+
+    def drop_claim(self, state: CallState) -> None:
+        self.possession.drop_claim(state)
+        if state.account is not None:  # a claim replaced, not the call's first
+            self.audit.record(
+                "claim_dropped",
+                call_sid=state.call_sid,
+                account=state.account,
+                caller=state.caller,
+                detail=",".join(state.proofs) or None,
+            )
+
+    def request_code(self, state: CallState, method: str, max_wait: int) -> Delivery:
         if self.abuse is not None and self.abuse.refused(state):
             return "unavailable"  # a refused number gets nothing sent on its behalf
-        return self.possession.request_code(state, method)
+        return self.possession.request_code(state, method, max_wait)
 
     def delivery_status(self, state: CallState, method: str) -> DeliveryStatus:
         return self.possession.delivery_status(state, method)
+
+    def abandon_delivery(self, state: CallState, method: str) -> None:
+        self.possession.abandon_delivery(state, method)
 
     def request_callback(self, state: CallState, step: str) -> Delivery:
         if self.abuse is not None and self.abuse.refused(state):

@@ -36,7 +36,13 @@ _ASCII_DIGITS = re.compile(r"[0-9]+")
 
 @dataclass
 class CallState:
-    """All a call remembers between webhooks; it lives in Redis, never in a web process."""
+    """All a call remembers between webhooks; it lives in Redis, never in a web process.
+
+    `account` is the claim id, never what the caller keyed: the account number when the digits
+    matched an account, a keyed digest when they matched none (`Ports.claim`), "" for a
+    caller-ID claim that matched nobody. Every proof in `proofs` was made for this claim; a new
+    claim drops them all, and voids every pending send and code of the old one.
+    """
 
     call_sid: str
     caller: str
@@ -147,6 +153,15 @@ class Ports(Protocol):
     def account_for_caller(self, caller: str) -> str | None:
         """The one account whose phone on file is `caller`, or None (none, or ambiguous)."""
 
+    def claim(self, digits: str) -> str:
+        """The claim id for account digits the caller keyed: the account number when an
+        account has it, else a keyed digest, so digits that match nobody (a PIN keyed at the
+        wrong prompt, say) are never stored. It must not take longer either way."""
+
+    def drop_claim(self, state: CallState) -> None:
+        """The call is about to claim another account than `state.account`: void every send
+        still pending and every code issued for the old claim."""
+
     def verify(self, state: CallState, method: str, answer: str | None) -> bool:
         """Check `answer` for `method` against the claimed account, counting and auditing it.
 
@@ -155,11 +170,17 @@ class Ports(Protocol):
         when the calling number is refused for abuse.
         """
 
-    def request_code(self, state: CallState, method: str) -> Delivery:
-        """Ask the worker to make and send a one-time code to the destination on file."""
+    def request_code(self, state: CallState, method: str, max_wait: int) -> Delivery:
+        """Ask the worker to make and send a one-time code, for the claimed account, to the
+        destination on file; the caller holds for it at most `max_wait` seconds, and a send
+        that has not gone out by then never does."""
 
     def delivery_status(self, state: CallState, method: str) -> DeliveryStatus:
         """How the latest request_code for this call and method went."""
+
+    def abandon_delivery(self, state: CallState, method: str) -> None:
+        """The caller is told `method` could not be delivered: the send must never arrive
+        with a code that works, whether it is still pending or went out after all."""
 
     def request_callback(self, state: CallState, step: str) -> Delivery:
         """Ask the worker to call the number on file; the call back is answered at `step`."""
@@ -206,7 +227,7 @@ class Engine:
             state.holding, state.tries = False, 0
             return [self._ask(state, state.step, step)]
         if status == "failed" or state.waited >= step.max_wait:
-            return self._unavailable(state, step)
+            return self._unavailable(state, step)  # gives the send up: see `_unavailable`
         return [self._hold(state, step)]
 
     def _menu(self, state: CallState, step: MenuStep, given: CallerInput) -> list[Action]:
@@ -225,11 +246,14 @@ class Engine:
             # hears exactly what a known one hears; authentication then fails as for a bad PIN.
             claimed = self.ports.account_for_caller(state.caller) or ""
         elif _ASCII_DIGITS.fullmatch(digits) and step.min_digits <= len(digits) <= step.max_digits:
-            claimed = digits
+            claimed = self.ports.claim(digits)
         else:
             return self._retry(state, step)
         if claimed != state.account:
-            state.proofs = []
+            # Proofs belong to the claim they were made for (SECURITY 28). The failures stay:
+            # the per-call budget is the caller's, whichever account they claim.
+            self.ports.drop_claim(state)
+            state.proofs, state.holding, state.waited = [], False, 0
         state.account = claimed
         return self._enter(state, step.next, [])
 
@@ -267,6 +291,10 @@ class Engine:
         return self._enter(state, state.step, said, fresh=False)
 
     def _unavailable(self, state: CallState, step: AuthenticateStep) -> list[Action]:
+        """The caller hears the send failed, so it has: whatever this call still had coming by
+        `step.method` (a late text, a code Twilio Verify could not check) is void from now."""
+        if step.method in DELIVERED_METHODS:
+            self.ports.abandon_delivery(state, step.method)
         state.holding = False
         assert step.on_unavailable is not None  # the schema demands it for delivered methods
         return self._enter(
@@ -334,7 +362,7 @@ class Engine:
             if self.ports.request_callback(state, state.step) == "unavailable":
                 return self._unavailable(state, step)
             return self._end(state, state.step, [Say(self._text(state, step.prompt))])
-        if self.ports.request_code(state, step.method) == "unavailable":
+        if self.ports.request_code(state, step.method, step.max_wait) == "unavailable":
             return self._unavailable(state, step)
         state.holding, state.waited = True, 0
         return [Say(self._text(state, step.hold_prompt)), self._hold(state, step)]

@@ -30,7 +30,11 @@ class AuditLog:
     def attempt(
         self, event: str, state: CallState, method: str, outcome: str, detail: str | None = None
     ) -> None:
-        """An authentication or delivery event of a call: who, which method, what happened."""
+        """An authentication or delivery event of a call: who, which method, what happened.
+
+        `account` is the call's claim id: a matched account's number, or the keyed digest that
+        stands for digits matching none, never those digits themselves (SECURITY 23).
+        """
         self.record(
             event,
             call_sid=state.call_sid,

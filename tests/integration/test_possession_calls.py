@@ -368,9 +368,9 @@ class TestWorkerDown:
         (job_id,) = Queue(QUEUE, connection=rdb).get_job_ids()
         assert job_id.startswith(f"code-{call.call_sid}-sms_otp-")
         # The waiting job's arguments, decoded from its pickle, name the call and the send
-        # (its nonce is the request's sequence number), not a code.
+        # (its nonce is the request's sequence number): not a code, not the account.
         nonce = job_id.rsplit("-", 1)[1]
-        decoded_args = f"args=({call.call_sid!r}, 'sms_otp', {ACCOUNT!r}, {nonce!r})"
+        decoded_args = f"args=({call.call_sid!r}, 'sms_otp', {nonce!r})"
         assert decoded_args.encode() in redis_contents(rdb)
 
 

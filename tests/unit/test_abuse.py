@@ -449,8 +449,8 @@ class TestSprayingCalls:
         self.spray(player, app, bank)
         ports = runtime.engine.ports
         state = call(SPRAYER, VICTIM)
-        assert ports.request_code(state, "sms_otp") == "unavailable"
+        assert ports.request_code(state, "sms_otp", 12) == "unavailable"
         assert ports.request_callback(state, "call_back") == "unavailable"
         assert runtime.redis.keys("rq:job:*") == []
         other = replace(state, caller=OTHER)
-        assert ports.request_code(other, "sms_otp") == "queued"
+        assert ports.request_code(other, "sms_otp", 12) == "queued"

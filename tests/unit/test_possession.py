@@ -15,7 +15,6 @@ import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -84,10 +83,15 @@ def state(call_sid: str = SID_A, account: str | None = ALICE.account, seq: int =
     return CallState(call_sid=call_sid, caller=CALLER, step="sms_code", seq=seq, account=account)
 
 
+def alice_purpose(call_sid: str, method: str) -> str:
+    """The purpose of a code sent in `call_sid` for Alice's claim, to her destination on file."""
+    return codes.otp_purpose(call_sid, method, ALICE.account, destination(customer(ALICE), method))
+
+
 def issue_otp(redis: Any, call_sid: str, method: str, at: float, key: str = KEY) -> str:
     """What `send_code` stores for a code made at time `at`: only the keyed digest."""
     code = codes.make_code(6)
-    digest = codes.digest(key, codes.otp_purpose(call_sid, method), code)
+    digest = codes.digest(key, alice_purpose(call_sid, method), code)
     CodeStore(redis).issue_otp(call_sid, method, codes.IssuedCode(digest, at + TEN_MINUTES), 600)
     return code
 
@@ -250,24 +254,24 @@ class TestDigest:
     CODE = "123456"
 
     def test_is_a_hex_hmac_without_the_code(self) -> None:
-        digest = codes.digest(KEY, codes.otp_purpose(SID_A, "sms_otp"), self.CODE)
+        digest = codes.digest(KEY, alice_purpose(SID_A, "sms_otp"), self.CODE)
         assert re.fullmatch(r"[0-9a-f]{64}", digest)
         assert self.CODE not in digest
 
     def test_binds_the_call(self) -> None:
-        a = codes.digest(KEY, codes.otp_purpose(SID_A, "sms_otp"), self.CODE)
-        b = codes.digest(KEY, codes.otp_purpose(SID_B, "sms_otp"), self.CODE)
+        a = codes.digest(KEY, alice_purpose(SID_A, "sms_otp"), self.CODE)
+        b = codes.digest(KEY, alice_purpose(SID_B, "sms_otp"), self.CODE)
         assert a != b
-        assert not codes.matches(KEY, codes.otp_purpose(SID_B, "sms_otp"), self.CODE, a)
+        assert not codes.matches(KEY, alice_purpose(SID_B, "sms_otp"), self.CODE, a)
 
     def test_binds_the_method(self) -> None:
-        sms = codes.digest(KEY, codes.otp_purpose(SID_A, "sms_otp"), self.CODE)
-        email = codes.digest(KEY, codes.otp_purpose(SID_A, "email_otp"), self.CODE)
+        sms = codes.digest(KEY, alice_purpose(SID_A, "sms_otp"), self.CODE)
+        email = codes.digest(KEY, alice_purpose(SID_A, "email_otp"), self.CODE)
         assert sms != email
-        assert not codes.matches(KEY, codes.otp_purpose(SID_A, "email_otp"), self.CODE, sms)
+        assert not codes.matches(KEY, alice_purpose(SID_A, "email_otp"), self.CODE, sms)
 
     def test_binds_the_key(self) -> None:
-        purpose = codes.otp_purpose(SID_A, "sms_otp")
+        purpose = alice_purpose(SID_A, "sms_otp")
         stored = codes.digest(KEY, purpose, self.CODE)
         assert codes.digest("another-key-0123456789", purpose, self.CODE) != stored
         assert not codes.matches("another-key-0123456789", purpose, self.CODE, stored)
@@ -275,7 +279,7 @@ class TestDigest:
 
     def test_service_codes_and_one_time_codes_do_not_mix(self) -> None:
         service = codes.digest(KEY, codes.service_purpose(ALICE.account), self.CODE)
-        assert not codes.matches(KEY, codes.otp_purpose(SID_A, "sms_otp"), self.CODE, service)
+        assert not codes.matches(KEY, alice_purpose(SID_A, "sms_otp"), self.CODE, service)
         assert not codes.matches(KEY, codes.service_purpose(BOB.account), self.CODE, service)
 
     @pytest.mark.parametrize(
@@ -295,13 +299,13 @@ class TestDigest:
         ],
     )
     def test_matches_refuses_malformed_input(self, given: str | None) -> None:
-        purpose = codes.otp_purpose(SID_A, "sms_otp")
+        purpose = alice_purpose(SID_A, "sms_otp")
         # even a digest made of that very input does not let it in
         stored = codes.digest(KEY, purpose, given or "x")
         assert codes.matches(KEY, purpose, given, stored) is False  # type: ignore[arg-type]
 
     def test_matches_refuses_when_nothing_is_stored(self) -> None:
-        assert codes.matches(KEY, codes.otp_purpose(SID_A, "sms_otp"), self.CODE, None) is False
+        assert codes.matches(KEY, alice_purpose(SID_A, "sms_otp"), self.CODE, None) is False
 
     def test_expiry_is_exclusive(self) -> None:
         issued = codes.IssuedCode("d" * 64, T0 + TEN_MINUTES)
@@ -543,11 +547,11 @@ class TestRequestCode:
         assert runtime.possession.request_code(state(), "sms_otp") == "queued"
         [job] = queued(redis)
         assert job.func_name == SEND_CODE_JOB
-        assert job.args == (SID_A, "sms_otp", ALICE.account, "0")  # the nonce: this send
+        assert job.args == (SID_A, "sms_otp", "0")  # the nonce: this send
         assert job.kwargs == {}
-        # the only digit runs the job holds are the account number: no code, no phone number
+        # opaque ids only: no code, no account number, no phone number (SECURITY 11, 23)
         data = zlib.decompress(redis.hget(job.key, "data"))
-        assert set(re.findall(rb"[0-9]{6,}", data)) == {ALICE.account.encode()}
+        assert set(re.findall(rb"[0-9]{6,}", data)) == set()
         assert CALLER.encode() not in data
         assert delivery(redis) == "pending"
 
@@ -718,7 +722,7 @@ class TestSendCodeJob:
         run_jobs(redis, logging_level="DEBUG")
         code = code_in(outbox(worker_env)[0])
         assert_not_in_redis(redis, code)
-        assert "send_code" in caplog.text  # rq did log the job...
+        assert f"code-{SID_A}-sms_otp-0" in caplog.text  # rq did log the job...
         assert code not in caplog.text  # ...but not the code
         stored = CodeStore(redis).otp(SID_A, "sms_otp")
         assert isinstance(stored, codes.IssuedCode)
@@ -847,12 +851,12 @@ class TestSendCodeJob:
         runtime: Runtime,
         customers: dict[str, DemoCustomer],
         worker_env: Path,
+        monkeypatch: pytest.MonkeyPatch,
         age: int,
     ) -> None:
         runtime.possession.request_code(state(), "sms_otp")
-        [job] = queued(redis)
-        job.enqueued_at = datetime.now(UTC) - timedelta(seconds=age)
-        job.save()
+        late = time.time() + age  # the job runs `age` seconds after it was asked for
+        monkeypatch.setattr(jobs, "time", SimpleNamespace(time=lambda: late))
         run_jobs(redis)
         assert outbox(worker_env) == []
         assert delivery(redis) == "failed"

@@ -7,8 +7,9 @@ rq's SimpleWorker in this process (`run_jobs`) with settings from `worker_env`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from ivr.settings import load_settings
 from ivr.store import keys
 from ivr.store.send_caps import SendLimiter, SendLimits, SendScopes
 from tests.conftest import ALICE, DemoCustomer, run_jobs
+from workers import jobs
 
 SID = "CA" + "ab" * 16
 UNKNOWN_ACCOUNT = "99999999"
@@ -321,12 +323,16 @@ class TestRefunds:
         assert self.sent_counters(redis) == {"call": 2, "account": 1, "destination": 1, "prefix": 1}
 
     def test_a_stale_send_is_handed_back(
-        self, redis: Any, runtime: Runtime, customers: dict[str, DemoCustomer], worker_env: Path
+        self,
+        redis: Any,
+        runtime: Runtime,
+        customers: dict[str, DemoCustomer],
+        worker_env: Path,
+        monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        runtime.possession.request_code(asking(), "sms_otp")
-        [job] = Queue(QUEUE, connection=redis).jobs
-        job.enqueued_at = datetime.now(UTC) - timedelta(seconds=runtime.settings.code_ttl)
-        job.save()
+        runtime.possession.request_code(asking(), "sms_otp", max_wait=12)
+        late = time.time() + 13  # the worker gets to it after the caller stopped holding
+        monkeypatch.setattr(jobs, "time", SimpleNamespace(time=lambda: late))
         run_jobs(redis)
         assert Outbox(worker_env).messages() == []
         assert self.sent_counters(redis) == {"call": 1, "account": 0, "destination": 0, "prefix": 0}
