@@ -208,7 +208,12 @@ def _plain(
         return _scalar(node)
     except yaml.MarkedYAMLError as exc:
         _add(problems, filename, node, path, f"bad value: {exc.problem}", "write plain text")
-        return None
+    except ValueError:  # e.g. a 5000-digit number, or 2001-13-45 read as a date
+        text = str(node.value)
+        shown = text if len(text) <= 24 else text[:20] + "..."
+        kind = node.tag.rsplit(":", 1)[-1]
+        _add(problems, filename, node, path, f"`{shown}` is not a valid {kind}", "quote it")
+    return None
 
 
 def _scalar(node: yaml.Node) -> Any:

@@ -93,6 +93,19 @@ class TestSizeAndShape:
         assert str(problem).startswith(f"{path}: file is larger than {MAX_FLOW_BYTES} bytes (")
 
 
+class TestValues:
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ("9" * 5000, "`99999999999999999999...` is not a valid int"),
+            ("2001-13-45", "`2001-13-45` is not a valid timestamp"),
+        ],
+    )
+    def test_a_value_yaml_cannot_build_is_a_located_problem(self, value: str, message: str) -> None:
+        problem = only_problem(f"name: x\nstart: {value}\n")
+        assert str(problem) == f"hostile.yaml:2:8: start: {message} (quote it)"
+
+
 class TestFromDisk:
     @pytest.mark.parametrize(
         ("text", "where"),
