@@ -44,17 +44,20 @@ def _settings(**overrides: Any) -> Any:
     return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def _redis() -> Any:
-    from ivr.runtime import connect_redis
-
-    settings = _settings()
-    url = settings.redis_url
+def _redis_url() -> str:
+    url = _settings().redis_url
     if not url:
         state = _dev_state()
         url = state.redis_url if state else None
     if not url:
         raise IvrError("REDIS_URL: not set; export it, or start `ivr dev` first")
-    client = connect_redis(url)
+    return url
+
+
+def _redis() -> Any:
+    from ivr.runtime import connect_redis
+
+    client = connect_redis(_redis_url())
     client.ping()
     return client
 
@@ -110,14 +113,16 @@ def _outbox_methods(flow: Any, settings: Any) -> list[tuple[str, str]]:
 
 
 @cli.command()
+@click.option("--url", help="Redis URL (default: REDIS_URL, else the running `ivr dev`).")
+@click.option("--name", help="Worker name (default: a random one).")
 @click.option("--burst", is_flag=True, help="Work until the queue is empty, then exit.")
-def worker(burst: bool) -> None:
-    """Run an rq worker on the `ivr` queue (one-time codes, callbacks)."""
-    from rq import Worker
+def worker(url: str | None, name: str | None, burst: bool) -> None:
+    """Run an rq worker on the `ivr` queue (one-time codes, callbacks); it rides out a Redis
+    restart, and exits non-zero if Redis stays away."""
+    from ivr import worker as rq_worker
 
-    from ivr.processes import QUEUE
-
-    Worker([QUEUE], connection=_redis()).work(burst=burst, with_scheduler=True)
+    _settings()  # a bad setting stops here, in one line, not in every job
+    rq_worker.run(url or _redis_url(), name=name, burst=burst)
 
 
 @cli.command()

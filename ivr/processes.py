@@ -28,7 +28,5 @@ def web_command(bind: str, workers: int, *options: str) -> list[str]:
 
 
 def worker_command(redis_url: str, *options: str) -> list[str]:
-    return [
-        sys.executable, "-m", "rq.cli", "worker", "--url", redis_url, "--with-scheduler",
-        *options, QUEUE,
-    ]  # fmt: skip
+    """`ivr worker`, the Procfile's worker (see ivr/worker.py for why not plain `rq worker`)."""
+    return [sys.executable, "-m", "ivr", "worker", "--url", redis_url, *options]

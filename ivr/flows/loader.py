@@ -3,6 +3,10 @@
 YAML is composed into nodes first (safe loader, no tags, no duplicate keys) so each value keeps
 its position; pydantic then validates the plain data, and its error locations are mapped back
 to those positions.
+
+A flow file is input from whoever can edit it, so composing is bounded before any work grows
+with it: no anchors or aliases (an alias is the only way a small file becomes a huge or cyclic
+document), a size, a nesting depth and a count of values far above any real flow's.
 """
 
 from __future__ import annotations
@@ -21,6 +25,12 @@ _STEP_REFS = {"start", "next", "on_exhausted", "on_failure", "on_unavailable", "
 _PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 Marks = dict[tuple[str | int, ...], tuple[int, int]]
 MAX_FLOW_BYTES = 512 * 1024
+MAX_FLOW_DEPTH = 32  # the shipped flow nests 6 deep
+MAX_FLOW_NODES = 20_000  # the shipped flow has about 320 values
+_NO_ALIASES = (
+    "a flow never needs anchors or aliases: write the value out in full, "
+    "or send several steps to one step with `next:`"
+)
 
 
 def load_flow(path: str | Path) -> Flow:
@@ -30,11 +40,26 @@ def load_flow(path: str | Path) -> Flow:
 def load_flow_with_marks(path: str | Path) -> tuple[Flow, Marks]:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_FLOW_BYTES + 1)  # never more, whatever the file is
+        if len(raw) > MAX_FLOW_BYTES:
+            raise FlowDefinitionError([_too_large(str(path))])
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         problem = Problem(str(path), None, None, "", f"cannot read: {exc}")
         raise FlowDefinitionError([problem]) from None
     return parse_flow_with_marks(text, str(path))
+
+
+def _too_large(filename: str) -> Problem:
+    return Problem(
+        filename,
+        None,
+        None,
+        "",
+        f"file is larger than {MAX_FLOW_BYTES} bytes",
+        "a flow is a few kilobytes; is this the right file?",
+    )
 
 
 def parse_flow(text: str, filename: str = "<flow>") -> Flow:
@@ -45,9 +70,7 @@ def parse_flow(text: str, filename: str = "<flow>") -> Flow:
 def parse_flow_with_marks(text: str, filename: str = "<flow>") -> tuple[Flow, Marks]:
     """The flow, plus where each of its values was written (for the graph checks' messages)."""
     if len(text.encode("utf-8")) > MAX_FLOW_BYTES:
-        raise FlowDefinitionError(
-            [Problem(filename, None, None, "", f"file is larger than {MAX_FLOW_BYTES} bytes")]
-        )
+        raise FlowDefinitionError([_too_large(filename)])
     data, marks = _compose(text, filename)
     if not isinstance(data, dict):
         line, col = marks.get((), (1, 1))
@@ -61,9 +84,62 @@ def parse_flow_with_marks(text: str, filename: str = "<flow>") -> tuple[Flow, Ma
     return flow, marks
 
 
+class _Refused(yaml.MarkedYAMLError):
+    def __init__(self, mark: yaml.Mark, problem: str, hint: str) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+        self.hint = hint
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """Refuses anchors, aliases, deep nesting and too many values while composing, before any
+    of them can cost more than the bound (PyYAML's composer is recursive and follows aliases)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(
+                event.start_mark, f"YAML alias `*{event.anchor}` is not allowed", _NO_ALIASES
+            )
+        if event.anchor is not None:
+            raise _Refused(
+                event.start_mark, f"YAML anchor `&{event.anchor}` is not allowed", _NO_ALIASES
+            )
+        self._nodes += 1
+        if self._nodes > MAX_FLOW_NODES:
+            raise _Refused(
+                event.start_mark,
+                f"more than {MAX_FLOW_NODES} values in one flow",
+                "remove what is not part of the call flow",
+            )
+        if not isinstance(event, yaml.CollectionStartEvent):
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_FLOW_DEPTH:
+            raise _Refused(
+                event.start_mark,
+                f"nested more than {MAX_FLOW_DEPTH} levels deep",
+                "a flow nests only steps, their choices and lists of words",
+            )
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def _compose(text: str, filename: str) -> tuple[Any, Marks]:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_BoundedLoader)
+    except _Refused as exc:
+        mark = exc.problem_mark
+        line, col = mark.line + 1, mark.column + 1
+        raise FlowDefinitionError(
+            [Problem(filename, line, col, "", exc.problem or "", exc.hint)]
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
@@ -132,7 +208,12 @@ def _plain(
         return _scalar(node)
     except yaml.MarkedYAMLError as exc:
         _add(problems, filename, node, path, f"bad value: {exc.problem}", "write plain text")
-        return None
+    except ValueError:  # e.g. a 5000-digit number, or 2001-13-45 read as a date
+        text = str(node.value)
+        shown = text if len(text) <= 24 else text[:20] + "..."
+        kind = node.tag.rsplit(":", 1)[-1]
+        _add(problems, filename, node, path, f"`{shown}` is not a valid {kind}", "quote it")
+    return None
 
 
 def _scalar(node: yaml.Node) -> Any:

@@ -274,9 +274,10 @@ def start_worker(
     auth_token: str = AUTH_TOKEN,
     log_dir: Path | None = None,
 ) -> WorkerProcess:
-    """Start a real ``rq worker --with-scheduler ivr`` and wait until it has registered.
+    """Start a real worker as the Procfile does (``ivr worker``, an rq worker with its scheduler
+    on queue ``ivr``) and wait until it has registered.
 
-    ``python -m rq.cli`` is the same entry point as the ``rq`` console script, but does not
+    ``python -m ivr`` is the same entry point as the ``ivr`` console script, but does not
     depend on the venv's bin/ being on PATH.
     """
     name = f"ivr-it-{uuid.uuid4().hex[:12]}"
@@ -456,5 +457,16 @@ def web_on_redis(auth_token: str, tmp_path: Path) -> Callable[..., WebProcess]:
 
     def factory(url: str, env_extra: Mapping[str, str] | None = None) -> WebProcess:
         return start_web(url, env_extra, auth_token=auth_token, log_dir=tmp_path)
+
+    return factory
+
+
+@pytest.fixture
+def worker_on_redis(auth_token: str, tmp_path: Path) -> Callable[..., WorkerProcess]:
+    """``worker_on_redis(url, env_extra=None)`` starts a worker, as the Procfile and `ivr dev`
+    do, on *another* Redis than the session one (e.g. a private server a test will restart)."""
+
+    def factory(url: str, env_extra: Mapping[str, str] | None = None) -> WorkerProcess:
+        return start_worker(url, env_extra, auth_token=auth_token, log_dir=tmp_path)
 
     return factory
