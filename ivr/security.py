@@ -105,7 +105,7 @@ def signed_params(request: Request, settings: Settings) -> dict[str, str]:
     if not RequestValidator(settings.twilio_auth_token).validate(url, form, signature):
         log.warning(
             "X-Twilio-Signature did not match; checked against %s (%s)",
-            url,
+            url if url.isprintable() else ascii(url),
             _likely_cause(request, settings),
         )
         abort(403)
