@@ -14,7 +14,7 @@ from ivr.flows.checks import check_flow, errors
 from ivr.flows.loader import load_flow_with_marks
 from ivr.flows.schema import AuthenticateStep, Flow
 from ivr.runtime import EXTENSION, build_runtime, connect_redis
-from ivr.security import trust_proxies
+from ivr.security import guard_requests
 from ivr.settings import ENV_NAMES, Settings, load_settings
 
 
@@ -32,7 +32,7 @@ def create_app(
     flow = load_checked_flow(settings)
     check_delivery_settings(flow, settings)
     app.extensions[EXTENSION] = build_runtime(settings, redis, flow)
-    trust_proxies(app, settings.proxy_hops)
+    guard_requests(app, settings)
 
     from ivr.web import api, voice
 

@@ -88,6 +88,11 @@ def serve(host: str, port: int, workers: int) -> None:
 
     flow = load_checked_flow(settings)  # fail here, in one line, not in every gunicorn worker
     check_delivery_settings(flow, settings)
+    if not (settings.public_url or settings.allowed_hosts):
+        raise IvrError(
+            "IVR_PUBLIC_URL: not set; set it to the https URL Twilio calls (or list this "
+            "service's host names in IVR_ALLOWED_HOSTS), so that no other host's signature counts"
+        )
     for method, backend in _outbox_methods(flow, settings):
         click.echo(
             f"warning: {method} goes to the development outbox ({backend}=outbox): "

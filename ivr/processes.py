@@ -20,9 +20,27 @@ def _no_control_socket() -> tuple[str, ...]:
     return ("--no-control-socket",) if known else ()
 
 
+# Request line, header count and header size gunicorn accepts before the app sees anything; a
+# Twilio webhook's request line is our short action URL, and it sends about a dozen headers.
+# Bodies are bounded by the app (ivr.security.MAX_BODY_BYTES).
+_REQUEST_LIMITS = (
+    "--limit-request-line", "2048",
+    "--limit-request-fields", "50",
+    "--limit-request-field_size", "4096",
+)  # fmt: skip
+
+
 def web_command(bind: str, workers: int, *options: str) -> list[str]:
+    """gunicorn on the app factory, bounded, and trusting no forwarded header itself.
+
+    gunicorn believes X-Forwarded-Proto from 127.0.0.1 by default (and from whatever
+    $FORWARDED_ALLOW_IPS says), which would change the URL signatures are checked against
+    whatever IVR_PROXY_HOPS says; with no allowed address, only the app's ProxyFix, set by
+    IVR_PROXY_HOPS, reads those headers.
+    """
     return [
         sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
+        "--forwarded-allow-ips", "", *_REQUEST_LIMITS,
         *_no_control_socket(), *options, WSGI_APP,
     ]  # fmt: skip
 

@@ -1,19 +1,75 @@
 """Only Twilio may drive a call: every webhook must carry a valid X-Twilio-Signature.
 
 Checked with twilio's own RequestValidator against the URL Twilio used, which behind a
-TLS-terminating proxy is the public https URL, not the one this process sees.
+TLS-terminating proxy is the public https URL, not the one this process sees. A signature is only
+worth the URL it is checked against, so the host that URL is built from must be one of ours
+(`allowed_hosts`), and forwarded headers count only for the configured number of proxies.
+
+Twilio signs the URL and the urlencoded POST parameters, nothing else: a webhook's parameters are
+read from that body alone, once (`signed_params`), after the body was bounded and refused if it
+is anything else.
 """
 
 from __future__ import annotations
 
-from urllib.parse import quote
+import logging
+from urllib.parse import quote, urlsplit
 
-from flask import Flask, Request, abort
+from flask import Flask, Request, abort, request
 from twilio.request_validator import RequestValidator
+from werkzeug.exceptions import Forbidden, SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wsgi import LimitedStream
+
+from ivr.settings import Settings
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
+WEBHOOK_MIMETYPE = "application/x-www-form-urlencoded"
+#: Bytes of any request body, checked before a byte is read (chunked bodies included). A Twilio
+#: webhook is about 2 KB (a long SpeechResult adds a few KB); the service-code API's JSON is
+#: a few dozen bytes.
+MAX_BODY_BYTES = 64 * 1024
+#: Twilio sends about 40 parameters at most; only multipart counts parts, and it is refused.
+MAX_FORM_PARTS = 100
+#: Served when neither IVR_ALLOWED_HOSTS nor IVR_PUBLIC_URL names the service: a development
+#: machine. No signature made for a public webhook URL validates against a loopback URL.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
+_FORWARDED = ("Forwarded", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port")
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+def allowed_hosts(settings: Settings) -> list[str]:
+    """Host names requests may be addressed to: IVR_ALLOWED_HOSTS (else the loopback names),
+    plus the host of IVR_PUBLIC_URL. Never empty: Flask reads an empty list as "any host"."""
+    hosts = list(settings.allowed_hosts or LOOPBACK_HOSTS)
+    if settings.public_url:
+        hosts.append(urlsplit(settings.public_url).hostname or "")
+    return [host for host in hosts if host]
+
+
+def guard_requests(app: Flask, settings: Settings) -> None:
+    """Bound every request of `app` before it is read and refuse foreign hosts, on every route."""
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+        MAX_FORM_MEMORY_SIZE=MAX_BODY_BYTES,
+        MAX_FORM_PARTS=MAX_FORM_PARTS,
+        TRUSTED_HOSTS=allowed_hosts(settings),
+    )
+    trust_proxies(app, settings.proxy_hops)
+    app.register_error_handler(SecurityError, _foreign_host)
+
+
+def _foreign_host(error: SecurityError) -> Forbidden:
+    """Werkzeug refused the Host (after ProxyFix): a signature made for another deployment of
+    the same Twilio account must not be checked against a URL built from it."""
+    log.warning(
+        "refused a request for host %r: not in IVR_ALLOWED_HOSTS (or the host of "
+        "IVR_PUBLIC_URL); add it there if this service really is reached by that name",
+        request.headers.get("Host", "")[:100],  # as ProxyFix left it
+    )
+    return Forbidden()
 
 
 def public_url(request: Request, public_base: str | None) -> str:
@@ -24,22 +80,67 @@ def public_url(request: Request, public_base: str | None) -> str:
     return base + path + (f"?{query}" if query else "")
 
 
-def is_signed_by_twilio(request: Request, auth_token: str | None, public_base: str | None) -> bool:
+def signed_params(request: Request, settings: Settings) -> dict[str, str]:
+    """The parameters of a webhook, exactly those Twilio signed; aborts before any handler runs,
+    so a refused request changes nothing.
+
+    403: no auth token, or a missing or wrong signature. 415: a body that is not urlencoded
+    (a multipart body is not covered by the signature). 413: a body over MAX_BODY_BYTES.
+    400: a parameter given twice (Twilio never does; which copy a reader takes is a guess).
+    """
     signature = request.headers.get(SIGNATURE_HEADER, "")
-    if not auth_token or not signature:
-        return False  # RequestValidator raises on None; an empty one can never be right
-    params = request.form if request.mimetype == "application/x-www-form-urlencoded" else {}
-    return RequestValidator(auth_token).validate(
-        public_url(request, public_base), params, signature
-    )
-
-
-def require_twilio_signature(
-    request: Request, auth_token: str | None, public_base: str | None
-) -> None:
-    """Abort with 403 before any handler runs, so a forged request changes nothing."""
-    if not is_signed_by_twilio(request, auth_token, public_base):
+    if not settings.twilio_auth_token or not signature:
+        abort(403)  # RequestValidator raises on None; an empty one can never be right
+    if request.mimetype != WEBHOOK_MIMETYPE:
+        abort(415)
+    form = request.form  # only now is the body read, and at most MAX_BODY_BYTES of it
+    stream = request.stream
+    if request.content_length is None and isinstance(stream, LimitedStream) and stream.is_exhausted:
+        abort(413)  # chunked, and it reached the bound: werkzeug stops reading there, silently
+    repeated = sorted(name[:40] for name, values in form.lists() if len(values) > 1)
+    if repeated:
+        log.warning("refused a webhook that repeats parameter(s) %s", repeated[:5])
+        abort(400)
+    url = public_url(request, settings.public_url)
+    if not RequestValidator(settings.twilio_auth_token).validate(url, form, signature):
+        log.warning(
+            "X-Twilio-Signature did not match; checked against %s (%s)",
+            url if url.isprintable() else ascii(url),
+            _likely_cause(request, settings),
+        )
         abort(403)
+    return form.to_dict()
+
+
+def _likely_cause(request: Request, settings: Settings) -> str:
+    """Why a signature most often fails: the URL rebuilt here is not the one Twilio called."""
+    if settings.public_url:
+        return (
+            f"IVR_PUBLIC_URL is {settings.public_url}: the webhook URL on the Twilio number "
+            "must start with exactly that scheme, host and port; else the token differs"
+        )
+    forwarded = [name for name in _FORWARDED if name in request.headers]
+    if forwarded and not settings.proxy_hops:
+        return (
+            f"the request came through a proxy ({', '.join(forwarded)}) but IVR_PROXY_HOPS is "
+            "0, so they were ignored: set IVR_PROXY_HOPS to the number of proxies, or "
+            "IVR_PUBLIC_URL"
+        )
+    how = (
+        f"rebuilt from the X-Forwarded-* headers of {settings.proxy_hops} proxy hop(s)"
+        if settings.proxy_hops
+        else "as this process saw it"
+    )
+    hint = (
+        "Twilio calls https URLs: behind a TLS-terminating proxy set IVR_PROXY_HOPS or "
+        "IVR_PUBLIC_URL; "
+        if request.scheme == "http"
+        else ""
+    )
+    return (
+        f"scheme, host and port {how}; {hint}otherwise the request was signed with another "
+        "auth token than TWILIO_AUTH_TOKEN, or forged"
+    )
 
 
 def trust_proxies(app: Flask, hops: int) -> None:

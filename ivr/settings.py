@@ -6,11 +6,12 @@ the service at start-up rather than weaken it at 3 a.m.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ivr.errors import SettingsError
 
@@ -20,6 +21,9 @@ def _default_flows() -> Path:
     here = Path("flows")
     shipped = Path(__file__).resolve().parent.parent / "flows"
     return here if here.is_dir() or not shipped.is_dir() else shipped
+
+
+_HOST_NAME = re.compile(r"\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
 
 def _env(name: str) -> AliasChoices:
@@ -48,6 +52,11 @@ class Settings(BaseSettings):
     )
     proxy_hops: Annotated[int, Field(ge=0, le=5)] = Field(
         default=0, validation_alias=_env("IVR_PROXY_HOPS")
+    )
+    # Host names this service answers to (comma-separated in the environment); see
+    # ivr.security.allowed_hosts for what an empty list means.
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), validation_alias=_env("IVR_ALLOWED_HOSTS")
     )
     session_ttl: Annotated[int, Field(ge=300, le=86400)] = Field(
         default=3600, validation_alias=_env("IVR_SESSION_TTL")
@@ -173,6 +182,21 @@ class Settings(BaseSettings):
         if account is not None and value < account:
             raise ValueError(f"must be at least IVR_SEND_LIMIT_ACCOUNT ({account})")
         return value
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_names(cls, value: object) -> object:
+        names = value.split(",") if isinstance(value, str) else value
+        if not isinstance(names, list | tuple):
+            return value
+        hosts = tuple(str(name).strip().lower() for name in names if str(name).strip())
+        for host in hosts:
+            if not _HOST_NAME.fullmatch(host):
+                raise ValueError(
+                    f"{host!r} is not a host name; give names like ivr.example.com or "
+                    ".example.com (any subdomain), comma-separated, with no scheme or port"
+                )
+        return hosts
 
 
 ENV_NAMES = {

@@ -2,21 +2,38 @@
 
 With each state the reply to the request that produced it is kept: Twilio retries a request it
 got no answer to, and the retry must get the same answer rather than count a second attempt.
+
+One request of a call runs at a time, under a lock whose life is one request's: the work under
+it is a few Redis commands (each gives up after 2 s, `runtime.connect_redis`) and at most one
+argon2 check (~25 ms), so a request that still holds it after LOCK_TIMEOUT has died (a killed
+worker, a Redis freeze that ate the release). Twilio's retry then waits at most LOCK_TIMEOUT
+for it, well inside Twilio's 15 s, and is served normally. A request that outlived its lock
+anyway cannot save over the retry that took it over: `save` is fenced by the lock.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import LockError, RedisError
+from redis.lock import Lock
 
 from ivr.flows.engine import CallState
 from ivr.store import keys
 
-LOCK_TIMEOUT = 20  # longer than any one request can take (Twilio HTTP timeout: 10 s)
-LOCK_WAIT = 8  # well inside Twilio's 15 s budget
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT = 3  # one Redis command at its 2 s timeout, plus the rest of a request
+LOCK_WAIT = LOCK_TIMEOUT + 1  # outlasts a dead holder's lock; far inside Twilio's 15 s
+
+
+class LockLost(RedisError):
+    """This request held its call's lock longer than LOCK_TIMEOUT; another may now hold it."""
 
 
 @dataclass(frozen=True)
@@ -32,17 +49,21 @@ class SessionStore:
         self.ttl = ttl
 
     @contextmanager
-    def locked(self, call_sid: str) -> Iterator[None]:
-        """One request of a call at a time, across every web process."""
+    def locked(self, call_sid: str) -> Iterator[Lock]:
+        """One request of a call at a time, across every web process; give the lock to `save`."""
         lock = self.redis.lock(
             keys.call_lock(call_sid), timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT
         )
         if not lock.acquire():
             raise TimeoutError("call is busy")
         try:
-            yield
+            yield lock
         finally:
-            lock.release()
+            try:
+                lock.release()
+            except (LockError, RedisError) as exc:
+                # What was saved stands; the lock expires on its own within LOCK_TIMEOUT.
+                log.warning("call %s: lock not released (%s)", call_sid, type(exc).__name__)
 
     def load(self, call_sid: str) -> Stored | None:
         raw = self.redis.hgetall(keys.call(call_sid))
@@ -56,9 +77,17 @@ class SessionStore:
             reply.decode() if reply is not None else None,
         )
 
-    def save(self, state: CallState, reply_seq: int, reply: str) -> None:
+    def save(self, state: CallState, reply_seq: int, reply: str, lock: Lock | None = None) -> None:
+        """Store `state` with the reply to request `reply_seq`; with the call's `lock`, only
+        while this request still holds it (else LockLost, and nothing is written)."""
         key = keys.call(state.call_sid)
-        pipe = self.redis.pipeline()
-        pipe.hset(key, mapping={"state": state.to_json(), "reply_seq": reply_seq, "reply": reply})
-        pipe.expire(key, self.ttl)
-        pipe.execute()
+        mapping = {"state": state.to_json(), "reply_seq": reply_seq, "reply": reply}
+
+        def write(pipe: Pipeline) -> None:
+            if lock is not None and pipe.get(lock.name) != lock.local.token:
+                raise LockLost(f"call {state.call_sid}: held longer than {LOCK_TIMEOUT} s")
+            pipe.multi()
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, self.ttl)
+
+        self.redis.transaction(write, *([lock.name] if lock is not None else []))

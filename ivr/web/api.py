@@ -27,10 +27,11 @@ def _error(status: int, message: str) -> Response:
 
 
 @bp.errorhandler(Exception)
-def _unavailable(error: Exception) -> Response | HTTPException:
-    """The web backend gets a JSON 503 it can retry, never a 500 page."""
+def _unavailable(error: Exception) -> Response:
+    """The web backend gets JSON it can act on (413 for a body over the limit, a 503 it can
+    retry), never an HTML page and never a 500."""
     if isinstance(error, HTTPException):
-        return error
+        return _error(error.code or 400, error.description or error.name)
     log.error("service-code API failed (%s)", type(error).__name__, exc_info=error)
     return _error(503, "service codes are unavailable right now; try again shortly")
 

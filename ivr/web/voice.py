@@ -1,9 +1,10 @@
 """Twilio's voice webhooks: the call's front door.
 
-Each request is signature-checked before anything else, then handled under a per-call lock
-with the call's state from Redis; the reply is stored with the state so a retried request gets
-the same reply instead of a second attempt. Anything that goes wrong becomes a polite apology,
-never a 500 and never an agent.
+Each request is signature-checked before anything else, and its parameters are read only from
+the body that signature covers (`_params`); then it is handled under a per-call lock with the
+call's state from Redis; the reply is stored with the state so a retried request gets the same
+reply instead of a second attempt. Anything that goes wrong becomes a polite apology, never a
+500 and never an agent.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, current_app, g, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from ivr.flows.engine import Action, CallerInput, CallState
 from ivr.flows.render import apology, render
 from ivr.runtime import Runtime, runtime
-from ivr.security import require_twilio_signature
+from ivr.security import signed_params
 from ivr.store.codes import CallbackRefs
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,13 @@ MAX_SPEECH_INPUT = 2000
 
 @bp.before_request
 def _signed() -> None:
-    rt = runtime()
-    require_twilio_signature(request, rt.settings.twilio_auth_token, rt.settings.public_url)
+    g.twilio_params = signed_params(request, runtime().settings)
+
+
+def _params() -> dict[str, str]:
+    """What Twilio sent: the one place a handler reads a webhook parameter from."""
+    params: dict[str, str] = g.twilio_params
+    return params
 
 
 @bp.errorhandler(Exception)
@@ -51,7 +57,7 @@ def _fail_closed(error: Exception) -> Response | HTTPException:
 def incoming() -> Response:
     """A new call: the flow starts from the top."""
     rt = runtime()
-    caller = request.form.get("From", "")[:64]
+    caller = _params().get("From", "")[:64]
     return _start(
         lambda sid: CallState(call_sid=sid, caller=caller, step=rt.flow.start), rt.engine.start
     )
@@ -103,7 +109,7 @@ def _start(
     call_sid = _call_sid()
     if call_sid is None:
         return _twiml(apology(rt.settings.apology))
-    with rt.sessions.locked(call_sid):
+    with rt.sessions.locked(call_sid) as lock:
         stored = rt.sessions.load(call_sid)
         if stored is not None:
             if stored.reply_seq == START_SEQ and stored.reply is not None:
@@ -113,7 +119,7 @@ def _start(
         if state is None:
             return _twiml(apology(rt.settings.apology))
         reply = _reply(rt, state, first(state))
-        rt.sessions.save(state, START_SEQ, reply)
+        rt.sessions.save(state, START_SEQ, reply, lock)
         rt.audit.record(
             "call_started",
             call_sid=call_sid,
@@ -130,7 +136,7 @@ def _advance(step: str, handle: Callable[[Runtime, CallState], list[Action]]) ->
     seq = request.args.get("seq", type=int)
     if call_sid is None or seq is None:
         return _twiml(apology(rt.settings.apology))
-    with rt.sessions.locked(call_sid):
+    with rt.sessions.locked(call_sid) as lock:
         stored = rt.sessions.load(call_sid)
         if stored is None:
             # Expired or never started here: there is nothing safe to resume.
@@ -143,7 +149,7 @@ def _advance(step: str, handle: Callable[[Runtime, CallState], list[Action]]) ->
         actions = handle(rt, state)
         state.seq += 1
         reply = _reply(rt, state, actions)
-        rt.sessions.save(state, seq, reply)
+        rt.sessions.save(state, seq, reply, lock)
     log.info("call %s now at %s", call_sid, state.step)
     return _twiml(reply)
 
@@ -153,8 +159,8 @@ def status() -> Response:
     """Twilio's status callback: acknowledged, and it changes nothing."""
     log.info(
         "call %s status %s",
-        request.form.get("CallSid", "?")[:40],
-        request.form.get("CallStatus", "?")[:20],
+        _params().get("CallSid", "?")[:40],
+        _params().get("CallStatus", "?")[:20],
     )
     return Response(status=204)
 
@@ -162,6 +168,15 @@ def status() -> Response:
 @bp.post("/fallback")
 def fallback() -> Response:
     """Twilio calls this when our main URL failed: the caller gets the apology, nothing more."""
+    return _twiml(apology(runtime().settings.apology))
+
+
+@bp.post("/")
+@bp.post("/<path:unknown>")
+def unknown(unknown: str = "") -> Response:
+    """A signed request for a path we do not serve (a mistyped webhook URL, a trailing slash):
+    the caller hears the apology rather than Twilio's stock error for an HTML 404."""
+    log.warning("no voice webhook at %r; the caller gets the apology", request.path[:100])
     return _twiml(apology(runtime().settings.apology))
 
 
@@ -174,17 +189,18 @@ def _reply(rt: Runtime, state: CallState, actions: list[Action]) -> str:
 
 
 def _call_sid() -> str | None:
-    value = request.form.get("CallSid", "")
+    value = _params().get("CallSid", "")
     return value if CALL_SID.fullmatch(value) else None
 
 
 def _caller_input() -> CallerInput:
-    digits = request.form.get("Digits")
-    speech = request.form.get("SpeechResult")
+    params = _params()
+    digits = params.get("Digits")
+    speech = params.get("SpeechResult")
     return CallerInput(
         digits=digits[:100] if digits else None,
         speech=speech[:MAX_SPEECH_INPUT] if speech else None,
-        confidence=_confidence(request.form.get("Confidence")),
+        confidence=_confidence(params.get("Confidence")),
     )
 
 

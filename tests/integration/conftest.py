@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn, Self
+from typing import Any, NoReturn, Self
 
 import pytest
 import redis
@@ -468,5 +468,28 @@ def worker_on_redis(auth_token: str, tmp_path: Path) -> Callable[..., WorkerProc
 
     def factory(url: str, env_extra: Mapping[str, str] | None = None) -> WorkerProcess:
         return start_worker(url, env_extra, auth_token=auth_token, log_dir=tmp_path)
+
+    return factory
+
+
+@pytest.fixture
+def process_launcher(redis_url: str, auth_token: str, tmp_path: Path) -> Callable[..., Any]:
+    """``process_launcher(argv, env_extra=None, serves=False)`` runs `argv` (each ``{port}`` in
+    it replaced by one free port) with the service environment on this test's Redis, such as
+    ``ivr serve`` or a bare gunicorn. With ``serves`` it is a web server: a `WebProcess`
+    once it serves. Stopped at teardown like the others."""
+
+    def factory(
+        argv: list[str], env_extra: Mapping[str, str] | None = None, *, serves: bool = False
+    ) -> ManagedProcess:
+        port = find_free_port()
+        argv = [arg.replace("{port}", str(port)) for arg in argv]
+        env = service_env(redis_url, env_extra, auth_token=auth_token)
+        log_path = tmp_path / f"process-{port}.log"
+        if not serves:
+            return ManagedProcess(argv, env, log_path)
+        web = WebProcess(argv, env, log_path, port)
+        web.wait_ready()
+        return web
 
     return factory

@@ -24,9 +24,10 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     assert test in ci_lines
 
 
-def test_procfile_serves_the_app_factory_and_a_worker() -> None:
+def test_procfile_serves_with_ivr_serve_and_a_worker() -> None:
     procfile = dict(
         line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
     )
-    assert "$PORT" in procfile["web"] and "ivr.app:create_app()" in procfile["web"]
+    # One way to start production: `ivr serve` checks the settings and bounds gunicorn.
+    assert procfile["web"].startswith("ivr serve") and "$PORT" in procfile["web"]
     assert procfile["worker"] == "ivr worker"  # ivr/worker.py: rides out a Redis restart
