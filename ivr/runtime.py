@@ -20,7 +20,7 @@ from ivr.store.counters import FailureCounter
 from ivr.store.customers import RedisCustomerDirectory
 from ivr.store.send_caps import SendLimiter, SendLimits
 from ivr.store.sessions import SessionStore
-from ivr.twilio_api import TwilioVerify, make_client
+from ivr.twilio_api import CHECK_TIMEOUT, TwilioVerify, make_client
 
 EXTENSION = "ivr"
 
@@ -77,7 +77,10 @@ def make_possession(
         service_ttl=settings.service_code_ttl,
     )
     verify = {
-        method: TwilioVerify(make_client(settings), settings.verify_service_sid or "")
+        # Checked while the caller waits under the call's lock: the short timeout.
+        method: TwilioVerify(
+            make_client(settings, timeout=CHECK_TIMEOUT), settings.verify_service_sid or ""
+        )
         for method, backend in (
             ("sms_otp", settings.sms_backend),
             ("email_otp", settings.email_backend),

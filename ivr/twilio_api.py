@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 #: Seconds for one HTTP exchange with Twilio.  The `twilio` default is *no* timeout, which would
 #: let one hung connection pin an rq worker (and, for Verify checks, a caller) indefinitely.
 HTTP_TIMEOUT: Final = 10.0
+#: Seconds for the web process's Verify check, to connect and again to answer (3 s at most): a
+#: caller waits for it under the call's lock, which must outlive it (`ivr.store.sessions`). A
+#: check that times out is an outage, and the caller is offered another method.
+CHECK_TIMEOUT: Final = 1.5
 
 #: Twilio error codes that no retry will ever fix, whatever HTTP status they came with (60203
 #: arrives as 429, which would otherwise look transient).
@@ -72,7 +76,12 @@ class TransientDeliveryError(DeliveryError):
     work."""
 
 
-def make_client(settings: Settings, http_client: HttpClient | None = None) -> Client:
+def make_client(
+    settings: Settings,
+    http_client: HttpClient | None = None,
+    *,
+    timeout: float = HTTP_TIMEOUT,
+) -> Client:
     """A Twilio REST client from settings; fails fast, naming the variable, when one is missing.
 
     `http_client` is the seam for tests (a recording `HttpClient`).  The default client gets a
@@ -85,7 +94,7 @@ def make_client(settings: Settings, http_client: HttpClient | None = None) -> Cl
     return Client(
         settings.twilio_account_sid,
         settings.twilio_auth_token,
-        http_client=http_client or TwilioHttpClient(timeout=HTTP_TIMEOUT),
+        http_client=http_client or TwilioHttpClient(timeout=timeout),
     )
 
 

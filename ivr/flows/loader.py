@@ -147,6 +147,19 @@ def _compose(text: str, filename: str) -> tuple[Any, Marks]:
         raise FlowDefinitionError(
             [Problem(filename, line, col, "", f"invalid YAML: {message}")]
         ) from None
+    except yaml.reader.ReaderError as exc:
+        # A character YAML refuses (NUL, other control characters): unmarked, so locate it here.
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        problem = Problem(
+            filename,
+            line,
+            col,
+            "",
+            f"invalid YAML: character {chr(exc.character)!r} is not allowed",
+            "remove it; control characters are often pasted in from other programs",
+        )
+        raise FlowDefinitionError([problem]) from None
     except yaml.YAMLError as exc:
         raise FlowDefinitionError(
             [Problem(filename, None, None, "", f"invalid YAML: {exc}")]

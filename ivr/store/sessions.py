@@ -5,10 +5,11 @@ got no answer to, and the retry must get the same answer rather than count a sec
 
 One request of a call runs at a time, under a lock whose life is one request's: the work under
 it is a few Redis commands (each gives up after 2 s, `runtime.connect_redis`) and at most one
-argon2 check (~25 ms), so a request that still holds it after LOCK_TIMEOUT has died (a killed
-worker, a Redis freeze that ate the release). Twilio's retry then waits at most LOCK_TIMEOUT
-for it, well inside Twilio's 15 s, and is served normally. A request that outlived its lock
-anyway cannot save over the retry that took it over: `save` is fenced by the lock.
+argon2 check (~25 ms) or one Twilio Verify check (at most 3 s, `twilio_api.CHECK_TIMEOUT`), so
+a request that still holds it after LOCK_TIMEOUT has died (a killed worker, a Redis freeze that
+ate the release). Twilio's retry then waits at most LOCK_TIMEOUT for it, well inside Twilio's
+15 s, and is served normally. A request that outlived its lock anyway cannot save over the
+retry that took it over: `save` is fenced by the lock.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ivr.store import keys
 
 log = logging.getLogger(__name__)
 
-LOCK_TIMEOUT = 3  # one Redis command at its 2 s timeout, plus the rest of a request
+LOCK_TIMEOUT = 6  # a Redis command at its 2 s timeout, a Verify check at its 3 s, and the rest
 LOCK_WAIT = LOCK_TIMEOUT + 1  # outlasts a dead holder's lock; far inside Twilio's 15 s
 
 

@@ -144,3 +144,18 @@ class TestFromDisk:
         result = CliRunner().invoke(cli, ["flows", "check", str(REPO_ROOT / "flows")])
         assert result.exit_code == 0, result.output
         assert "ok  " in result.output
+
+
+class TestOddCharacters:
+    """What a paste leaves in a file: refused where it is, in one line (PyYAML's reader error
+    carries no mark and spans two lines)."""
+
+    @pytest.mark.parametrize("char", ["\x00", "\x1b", "\ufffe"], ids=["nul", "escape", "fffe"])
+    def test_a_control_character_is_one_located_line(self, tmp_path: Path, char: str) -> None:
+        path = tmp_path / "pasted.yaml"
+        path.write_text(f"name: pasted\nstart: we{char}lcome\n", encoding="utf-8")
+        result = CliRunner().invoke(cli, ["flows", "check", str(path)])
+        assert result.exit_code == 1
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 2, result.output
+        assert lines[0].startswith(f"{path}:2:10: invalid YAML: character {char!r} is not allowed")

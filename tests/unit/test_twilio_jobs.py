@@ -34,7 +34,7 @@ from ivr.runtime import EXTENSION, Runtime
 from ivr.settings import ENV_NAMES
 from ivr.store.codes import VERIFY_MARK, CallbackRef, CallbackRefs, CodeStore
 from ivr.store.counters import FailureCounter
-from ivr.twilio_api import HTTP_TIMEOUT
+from ivr.twilio_api import CHECK_TIMEOUT, HTTP_TIMEOUT
 from tests.conftest import ALICE, BOB, CODE_KEY, TOKEN, enrol, make_app, redis_contents, run_jobs
 
 # SIDs without long digit runs, so a 6-digit code can only be found in Redis if it is there.
@@ -421,7 +421,7 @@ class TestVerifyCheck:
         assert sent.url == f"{VERIFY}/VerificationCheck"
         assert sent.data == {"To": ALICE.phone, "Code": "123456"}  # the phone on file
         assert sent.auth == (ACCOUNT_SID, TOKEN)
-        assert sent.client_timeout == HTTP_TIMEOUT
+        assert sent.client_timeout == CHECK_TIMEOUT  # checked while the caller waits
         # approved: the mark is used up; otherwise it stays for another try
         expected_mark = None if accepted else VERIFY_MARK
         assert CodeStore(redis).otp(SID_A, "sms_otp") == expected_mark
