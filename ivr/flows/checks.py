@@ -5,6 +5,10 @@ then, so a queue that some path reaches without its required assurance is found 
 finds it. Passing an `identify` step leaves the caller with nothing proved, as in the engine: a
 new claim drops every proof of the old one and voids its pending sends and codes (SECURITY 28),
 so a flow may loop back to `identify` and the walk still judges each claim on its own proofs.
+
+Each queue is judged by its one declaration under `queues:`: only proofs by its `methods` count,
+and since any caller may come without caller ID attestation, every path must meet the stricter
+of `requires` and `unattested_requires`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import difflib
 from collections import deque
 from dataclasses import dataclass
 
-from ivr.assurance import Assurance, Factor, derive, factor_of
+from ivr.assurance import Assurance, Factor, factor_of
 from ivr.errors import Problem
 from ivr.flows.loader import Marks, dotted
 from ivr.flows.prompts import ALLOWED_FIELDS, placeholders, unbalanced
@@ -26,6 +30,7 @@ from ivr.flows.schema import (
     GotoStep,
     HangupStep,
     IdentifyStep,
+    Queue,
     SayStep,
 )
 
@@ -39,10 +44,6 @@ class _Knowledge:
 
     identified: bool = False
     methods: frozenset[str] = frozenset()
-
-    @property
-    def level(self) -> Assurance:
-        return derive(self.identified, self.methods)
 
 
 def check_flow(flow: Flow, marks: Marks | None = None, filename: str = "<flow>") -> list[Problem]:
@@ -65,11 +66,12 @@ class _Checker:
 
     def run(self) -> None:
         self._targets_exist()
+        self._queues_declared()
         if any(p.severity == "error" for p in self.problems):
             return  # the graph walks below need every edge to lead somewhere
         self._prompts()
-        self._queues_demand_authentication()
         self._door()
+        self._unused_queues()
         self._failure_route_never_transfers()
         self._no_silent_loops()
         self._unreachable()
@@ -130,13 +132,29 @@ class _Checker:
                             f"remove it; a prompt may only use {allowed}",
                         )
 
-    def _queues_demand_authentication(self) -> None:
+    def _queues_declared(self) -> None:
+        names = list(self.flow.queues)
         for step_id, step in self.flow.steps.items():
-            if isinstance(step, EnqueueStep) and step.required < Assurance.one_factor:
+            if isinstance(step, EnqueueStep) and step.queue not in self.flow.queues:
+                close = difflib.get_close_matches(step.queue, names, n=1)
+                hint = (
+                    f"did you mean `{close[0]}`?"
+                    if close
+                    else "declare it under `queues:` with its `requires:` and `roles:`"
+                )
                 self._add(
-                    ("steps", step_id, "requires"),
-                    f"queue `{step.queue}` would let a caller reach an agent unauthenticated",
-                    "write `requires: one_factor` or `requires: two_factor`",
+                    ("steps", step_id, "queue"), f"no queue `{step.queue}` under `queues:`", hint
+                )
+
+    def _unused_queues(self) -> None:
+        used = {s.queue for s in self.flow.steps.values() if isinstance(s, EnqueueStep)}
+        for name in self.flow.queues:
+            if name not in used:
+                self._add(
+                    ("queues", name),
+                    "no `enqueue` step sends callers to this queue",
+                    "remove it or name it in a step's `queue:`",
+                    severity="warning",
                 )
 
     def _walk(
@@ -184,22 +202,16 @@ class _Checker:
         for state in seen:
             step_id, know = state
             step = self.flow.steps[step_id]
-            if isinstance(step, EnqueueStep) and step.required is Assurance.two_factor:
-                held = {m for m in know.methods if factor_of(m) is Factor.possession}
-                possession.setdefault(step_id, set()).update(held)
-            if (
-                isinstance(step, EnqueueStep)
-                and know.level < step.required
-                and step_id not in reported
-            ):
-                reported.add(step_id)
-                route = self._path(seen, state)
-                self._add(
-                    ("steps", step_id, "requires"),
-                    f"a caller can reach queue `{step.queue}` with assurance `{know.level.name}` "
-                    f"(needs `{step.required.name}`) by {route}",
-                    "put an `authenticate` step on that path before the queue",
-                )
+            if isinstance(step, EnqueueStep):
+                queue = self.flow.queues[step.queue]
+                req = queue.requirement
+                counted = know.methods & req.methods
+                held = {m for m in counted if factor_of(m) is Factor.possession}
+                possession.setdefault(step.queue, set()).update(held)
+                level = req.level_of(know.identified, know.methods)
+                if level < req.strictest and step_id not in reported:
+                    reported.add(step_id)
+                    self._shut_door(seen, state, step, queue, level)
             if (
                 isinstance(step, AuthenticateStep)
                 and not know.identified
@@ -213,15 +225,40 @@ class _Checker:
                     "put an `identify` step before it",
                 )
 
-        for step_id, held in possession.items():
-            if held == {"email_otp"}:
+        for name, queue in self.flow.queues.items():
+            accepted = {m for m in queue.requirement.methods if factor_of(m) is Factor.possession}
+            if queue.requirement.strictest is Assurance.two_factor and (
+                possession.get(name) == {"email_otp"} or accepted == {"email_otp"}
+            ):
+                where = "methods" if queue.methods is not None else "requires"
                 self._add(
-                    ("steps", step_id, "requires"),
-                    "email is the only possession factor offered for this two_factor queue; "
+                    ("queues", name, where),
+                    "email is the only possession factor this two_factor queue gets; "
                     "NIST SP 800-63B rev 4 no longer accepts email as an out-of-band authenticator",
-                    "offer sms_otp, callback or service_code as well",
+                    "offer sms_otp, callback or service_code as well, and leave email_otp out "
+                    "of the queue's `methods`",
                     severity="warning",
                 )
+
+    def _shut_door(
+        self, seen: _Seen, state: _State, step: EnqueueStep, queue: Queue, level: Assurance
+    ) -> None:
+        req = queue.requirement
+        why = ""
+        if req.strictest > req.level:
+            why = " when caller ID is not attested"
+        ignored = sorted(state[1].methods - req.methods)
+        if ignored:
+            why += f"; {', '.join(ignored)} does not count for it"
+        hint = "put an `authenticate` step on that path before the queue"
+        if queue.methods is not None:
+            hint += f", by one of {', '.join(queue.methods)}"
+        self._add(
+            ("steps", state[0], "queue"),
+            f"a caller can reach queue `{step.queue}` with assurance `{level.name}` "
+            f"(needs `{req.strictest.name}`{why}) by {self._path(seen, state)}",
+            hint,
+        )
 
     def _failure_route_never_transfers(self) -> None:
         route = self.flow.authentication.failure_route
@@ -239,10 +276,14 @@ class _Checker:
                 return
 
     def _no_silent_loops(self) -> None:
-        """A cycle of say/goto steps would loop forever without waiting for the caller."""
+        """A cycle of say/goto steps would loop forever without waiting for the caller; so
+        would one through an `authenticate` step, once its method is proved (the engine never
+        asks for a proved factor again)."""
         for start_id in self.flow.steps:
             cursor, visited = start_id, []
-            while isinstance(step := self.flow.steps[cursor], SayStep | GotoStep):
+            while isinstance(
+                step := self.flow.steps[cursor], SayStep | GotoStep | AuthenticateStep
+            ):
                 if cursor in visited:
                     loop = " -> ".join([*visited[visited.index(cursor) :], cursor])
                     self._add(

@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, Protocol
 
-from ivr.assurance import Assurance, derive
+from ivr.assurance import Assurance, attested, derive
 from ivr.auth.speech import normalise_passcode
 from ivr.flows.prompts import fill
 from ivr.flows.schema import (
@@ -58,6 +58,7 @@ class CallState:
     # On a call back: the account whose number on file the worker called. The callback proof
     # holds for that account only, whatever the caller claims later in the call.
     called_back: str | None = None
+    signals: dict[str, str] = field(default_factory=dict)
 
     @property
     def assurance(self) -> Assurance:
@@ -190,6 +191,7 @@ class Engine:
     def __init__(self, flow: Flow, ports: Ports) -> None:
         self.flow = flow
         self.ports = ports
+        self._doors = _step_up_doors(flow)
 
     def start(self, state: CallState) -> list[Action]:
         return self._enter(state, self.flow.start, [])
@@ -323,6 +325,10 @@ class Engine:
                 step_id = step.next
             elif isinstance(step, GotoStep):
                 step_id = step.next
+            elif isinstance(step, AuthenticateStep) and step.method in state.proofs:
+                step_id = step.next  # proved for this claim already: never asked, never counted
+            elif (door := self._doors.get(step_id)) and self._may_enter(state, door[1]):
+                step_id = door[0]  # a step-up menu the caller already qualifies for
             elif isinstance(step, HangupStep):
                 if step.say:
                     actions.append(Say(self._text(state, step.say)))
@@ -377,7 +383,12 @@ class Engine:
 
     def _may_enter(self, state: CallState, step: EnqueueStep) -> bool:
         spent = state.failures >= self.flow.authentication.max_failures
-        return not spent and state.assurance >= step.required
+        queue = self.flow.queue_of(step)
+        if spent or queue is None:
+            return False
+        return queue.requirement.met(
+            state.account is not None, state.proofs, attested(state.signals)
+        )
 
     def _end(self, state: CallState, step_id: str, actions: list[Action]) -> list[Action]:
         state.step, state.ended = step_id, True
@@ -401,6 +412,32 @@ class Engine:
     def _text(self, state: CallState, template: str) -> str:
         left = max(self.flow.authentication.max_failures - state.failures, 0)
         return fill(template, {"attempts_left": left})
+
+
+def _step_up_doors(flow: Flow) -> dict[str, tuple[str, EnqueueStep]]:
+    """Menus whose every choice leads, through say, goto and authenticate steps only, to one
+    queue: a caller who already qualifies for it goes straight on, never offered a factor it
+    does not need."""
+    doors: dict[str, tuple[str, EnqueueStep]] = {}
+    for step_id, step in flow.steps.items():
+        if not isinstance(step, MenuStep):
+            continue
+        ends = [_onward_queue(flow, c.next) for c in step.choices]
+        first = ends[0]
+        if first is not None and all(e is not None and e[1].queue == first[1].queue for e in ends):
+            doors[step_id] = first
+    return doors
+
+
+def _onward_queue(flow: Flow, step_id: str) -> tuple[str, EnqueueStep] | None:
+    for _ in range(MAX_HOPS):
+        step = flow.steps.get(step_id)
+        if isinstance(step, EnqueueStep):
+            return step_id, step
+        if not isinstance(step, SayStep | GotoStep | AuthenticateStep):
+            return None
+        step_id = step.next
+    return None
 
 
 def _answer(step: AuthenticateStep, given: CallerInput) -> str | None:

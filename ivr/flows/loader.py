@@ -291,6 +291,9 @@ def _explain(
 ) -> tuple[str, str]:
     kind = err["type"]
     name = path[-1] if path else ""
+    queue_hint = _queue_hint(kind, err, path, data)
+    if queue_hint:
+        return queue_hint
     if kind == "extra_forbidden":
         allowed = _allowed_keys(path[:-1], data)
         close = difflib.get_close_matches(str(name), allowed, n=1)
@@ -323,6 +326,39 @@ def _explain(
     return err["msg"], ""
 
 
+def _queue_hint(
+    kind: str, err: dict[str, Any], path: tuple[str | int, ...], data: dict[str, Any]
+) -> tuple[str, str] | None:
+    """What to write instead, for the keys of a queue declaration and the old `requires:` on
+    an enqueue step (a requirement now lives once, under `queues:`)."""
+    if kind == "extra_forbidden" and len(path) == 3 and path[0] == "steps":
+        step = data.get("steps", {}).get(path[1])
+        if path[2] == "requires" and isinstance(step, dict) and step.get("kind") == "enqueue":
+            queue = step.get("queue", "<queue>")
+            return (
+                "`requires:` no longer goes on an enqueue step",
+                f"declare it once under `queues:`, e.g. `queues: {{{queue}: "
+                f"{{requires: {step.get('requires', 'one_factor')}, roles: [agent]}}}}`",
+            )
+    if not path or path[0] != "queues":
+        return None
+    if kind == "string_pattern_mismatch" and err["loc"][-1] == "[key]":
+        return (
+            f"`{err.get('input')}` is not a valid queue name",
+            "use letters, digits and . _ : -",
+        )
+    unauthenticated = err.get("input") in ("none", "identified")
+    if kind == "literal_error" and len(path) == 3 and path[2] in _QUEUE_LEVELS and unauthenticated:
+        return (
+            f"queue `{path[1]}` would let a caller reach an agent unauthenticated",
+            f"write `{path[2]}: one_factor` or `{path[2]}: two_factor`",
+        )
+    return None
+
+
+_QUEUE_LEVELS = ("requires", "unattested_requires")
+
+
 def _allowed_keys(path: tuple[str | int, ...], data: dict[str, Any]) -> list[str]:
     from ivr.flows import schema
 
@@ -330,6 +366,8 @@ def _allowed_keys(path: tuple[str | int, ...], data: dict[str, Any]) -> list[str
         return list(schema.Flow.model_fields)
     if path == ("authentication",):
         return list(schema.AuthenticationPolicy.model_fields)
+    if len(path) == 2 and path[0] == "queues":
+        return list(schema.Queue.model_fields)
     if len(path) == 2 and path[0] == "steps":
         step = data.get("steps", {}).get(path[1], {})
         model = _STEP_MODELS.get(step.get("kind")) if isinstance(step, dict) else None

@@ -10,11 +10,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ivr.assurance import METHODS, Assurance
+from ivr.assurance import METHODS, Assurance, Factor, Requirement, factor_of
 
 STEP_ID = r"^[a-z][a-z0-9_]{0,47}$"
 StepId = Annotated[str, Field(pattern=STEP_ID)]
-AssuranceName = Literal["none", "identified", "one_factor", "two_factor"]
+# A queue always demands authentication: `none` and `identified` are not requirements.
+QueueLevel = Literal["one_factor", "two_factor"]
+QUEUE_NAME = r"^[A-Za-z0-9_.:-]+$"
+QueueName = Annotated[str, Field(min_length=1, max_length=64, pattern=QUEUE_NAME)]
+# Agent roles are free words here; `flows/agents.yaml` says what each may see.
+RoleName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 InputMode = Literal["dtmf", "speech", "dtmf speech"]
 Method = Literal["pin", "passcode", "sms_otp", "email_otp", "callback", "service_code"]
 assert set(Method.__args__) == set(METHODS)  # type: ignore[attr-defined]
@@ -142,14 +147,55 @@ class AuthenticateStep(GatherOptions):
 
 
 class EnqueueStep(Strict):
+    """Hands the caller to a queue declared under `queues:`; the requirement lives there, once,
+    so two steps cannot send callers to one queue on different terms."""
+
     kind: Literal["enqueue"]
-    queue: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    requires: AssuranceName
+    queue: QueueName
     say: str | None = None
 
+
+class Queue(Strict):
+    """A queue declared once: what it takes to reach it, by which methods, and who serves it."""
+
+    requires: QueueLevel
+    # Only proofs by these methods count for this queue; absent means every method.
+    methods: tuple[Method, ...] | None = None
+    roles: tuple[RoleName, ...] = Field(min_length=1)
+    # Stricter requirement when caller ID attestation is absent or failed.
+    unattested_requires: QueueLevel | None = None
+
+    @model_validator(mode="after")
+    def _satisfiable(self) -> Queue:
+        if self.methods is not None:
+            if not self.methods:
+                raise ValueError("`methods` is empty: no caller could ever reach this queue")
+            if len(set(self.methods)) != len(self.methods):
+                raise ValueError("`methods` names a method twice")
+        if len(set(self.roles)) != len(self.roles):
+            raise ValueError("`roles` names a role twice")
+        req = self.requirement
+        if req.unattested is not None and req.unattested < req.level:
+            raise ValueError(
+                "`unattested_requires` is weaker than `requires`; it can only add to it"
+            )
+        if req.strictest is Assurance.two_factor:
+            have = {factor_of(m) for m in req.methods}
+            for factor in Factor:
+                if factor not in have:
+                    raise ValueError(
+                        f"two_factor needs a {factor.value} method, and `methods` has none: "
+                        "no caller could reach this queue at two factors"
+                    )
+        return self
+
     @property
-    def required(self) -> Assurance:
-        return Assurance.parse(self.requires)
+    def requirement(self) -> Requirement:
+        return Requirement(
+            Assurance.parse(self.requires),
+            frozenset(self.methods if self.methods is not None else METHODS),
+            Assurance.parse(self.unattested_requires) if self.unattested_requires else None,
+        )
 
 
 Step = Annotated[
@@ -173,10 +219,15 @@ class Flow(Strict):
     language: str = "en-US"
     voice: str | None = None
     authentication: AuthenticationPolicy
+    queues: dict[QueueName, Queue] = Field(default_factory=dict)
     steps: dict[StepId, Step] = Field(min_length=1)
 
     def step(self, step_id: str) -> Step:
         return self.steps[step_id]
+
+    def queue_of(self, step: EnqueueStep) -> Queue | None:
+        """The declaration the step names; None only in a flow the checker refused."""
+        return self.queues.get(step.queue)
 
     def targets(self, step_id: str) -> list[tuple[str, str]]:
         """Every (field, target step) leaving `step_id`, for the graph checks and the engine."""

@@ -161,7 +161,7 @@ class TestFlowsCheck:
         bad.write_text(text)
         result = runner.invoke(cli, ["flows", "check", str(bad)])
         assert result.exit_code == 1
-        line = next(i for i, t in enumerate(text.splitlines(), 1) if "requires:" in t)
+        line = next(i for i, t in enumerate(text.splitlines(), 1) if "queue: balances" in t)
         assert f"{bad}:{line}:" in result.output
         assert "pin -(on_failure)-> main_menu" in result.output
 

@@ -387,6 +387,9 @@ class TestEmailCode:
         controller, collector = smtp_server
         env = {
             **possession_env,
+            # flows/default.yaml takes no email code for a card change (NIST SP 800-63B rev 4)
+            "IVR_FLOWS_DIR": str(Path(__file__).resolve().parents[1] / "flows"),
+            "IVR_FLOW": "email",
             "IVR_EMAIL_BACKEND": "smtp",
             "IVR_SMTP_URL": f"smtp://127.0.0.1:{controller.port}",
             "IVR_EMAIL_FROM": EMAIL_FROM,

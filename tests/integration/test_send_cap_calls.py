@@ -29,7 +29,6 @@ BOB = ("87654321", "+14155550199", "902714")  # the same country prefix (+1)
 CARD_CHECK = "Card changes need one more check."
 SMS_HOLD = "Please hold while we text a code to the phone number on file"
 NO_SMS = "Sorry, we cannot send a text message right now."
-NO_EMAIL = "Sorry, we cannot send an email right now."
 NO_CALL_BACK = "Sorry, we cannot call you back right now."
 CARD_SERVICES = "card-services"
 # Small caps, so one caller would exhaust the prefix quickly if refusals counted.
@@ -154,17 +153,16 @@ class TestPerCall:
                 Keys("*#"),  # a new one
                 Keys("*#"),  # and another: the third request
                 Keys("*#"),  # a fourth is refused...
-                Keys("2"),  # ...by email too...
-                Keys("3"),  # ...and a call back
+                Keys("3"),  # ...and a call back too
             )
         )
 
         assert heard(result, SMS_HOLD) == 3, result.transcript()
-        assert heard(result, NO_SMS) == heard(result, NO_EMAIL) == heard(result, NO_CALL_BACK) == 1
+        assert heard(result, NO_SMS) == heard(result, NO_CALL_BACK) == 1
         assert heard(result, CARD_CHECK) >= 4
         assert never_enqueued(result)
         assert [m.channel for m in Outbox(outbox_path).messages()] == ["sms"] * 3
-        assert caps_refused(rdb, call.call_sid) == ["call"] * 3
+        assert caps_refused(rdb, call.call_sid) == ["call"] * 2
         assert int(rdb.get(f"ivr:sends:call:{call.call_sid}")) == 3
         served = {netloc for netloc, _ in transport.sent}
         assert served == {urlsplit(w.base_url).netloc for w in webs}

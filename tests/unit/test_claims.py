@@ -262,7 +262,7 @@ class TestCheckerAgrees:
         flow, marks = load_flow_with_marks(path)
         found = errors(check_flow(flow, marks, str(path)))
         assert len(found) == 1, found
-        assert found[0].path == "steps.agent.requires"
+        assert found[0].path == "steps.agent.queue"
         assert "with assurance `identified`" in found[0].message
         assert "pin -> menu -(choices[1].next)-> again -> agent" in found[0].message
 
@@ -283,6 +283,8 @@ name: leaky
 start: identify
 authentication:
   failure_route: refused
+queues:
+  general: {requires: one_factor, roles: [agent]}
 steps:
   identify:
     kind: identify
@@ -312,7 +314,6 @@ steps:
   agent:
     kind: enqueue
     queue: general
-    requires: one_factor
   refused:
     kind: hangup
     say: Please use another route.

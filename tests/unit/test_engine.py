@@ -34,6 +34,7 @@ from ivr.flows.schema import (
     HangupStep,
     IdentifyStep,
     MenuStep,
+    Queue,
     SayStep,
 )
 
@@ -532,8 +533,8 @@ def policy_flow(**steps: object) -> Flow:
             next="menu",
             on_exhausted="refused",
         ),
-        "agent": EnqueueStep(kind="enqueue", queue="general", requires="one_factor"),
-        "vip": EnqueueStep(kind="enqueue", queue="vip", requires="two_factor", say="VIP."),
+        "agent": EnqueueStep(kind="enqueue", queue="general"),
+        "vip": EnqueueStep(kind="enqueue", queue="vip", say="VIP."),
         "refused": HangupStep(kind="hangup", say="Please use another route."),
     }
     base.update(steps)
@@ -542,6 +543,10 @@ def policy_flow(**steps: object) -> Flow:
         name="direct",
         start="identify",
         authentication=AuthenticationPolicy(max_failures=2, failure_route=failure_route),
+        queues={
+            "general": Queue(requires="one_factor", roles=("agent",)),
+            "vip": Queue(requires="two_factor", roles=("specialist",)),
+        },
         steps=base,  # type: ignore[arg-type]
     )
 

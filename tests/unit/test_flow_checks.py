@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.errors import Problem
+from ivr.errors import FlowDefinitionError, Problem
 from ivr.flows.checks import check_flow, errors
 from ivr.flows.engine import CallState, Engine, Say
 from ivr.flows.loader import load_flow_with_marks, parse_flow_with_marks
@@ -27,6 +27,10 @@ start: welcome
 authentication:
   max_failures: 2
   failure_route: other_route
+queues:
+  general:
+    requires: one_factor
+    roles: [agent]
 steps:
   welcome:
     kind: say
@@ -62,7 +66,6 @@ steps:
   agent:
     kind: enqueue
     queue: general
-    requires: one_factor
     say: Connecting you.
   other_route:
     kind: hangup
@@ -83,6 +86,15 @@ def line_of(text: str, needle: str, occurrence: int = 1) -> int:
     hits = [i for i, line in enumerate(text.splitlines(), start=1) if needle in line]
     assert len(hits) >= occurrence, f"{needle!r} occurs {len(hits)} times"
     return hits[occurrence - 1]
+
+
+def with_queue(text: str, name: str, requires: str = "one_factor", extra: str = "") -> str:
+    """Declare one more queue under `queues:`, where every queue's requirement lives."""
+    return edit(
+        text,
+        "queues:\n",
+        f"queues:\n  {name}:\n    requires: {requires}\n    roles: [agent]\n{extra}",
+    )
 
 
 def check(text: str) -> list[Problem]:
@@ -132,8 +144,8 @@ class TestTheDoor:
     def test_authenticate_failure_edge_to_a_queue(self) -> None:
         text = edit(GOOD, "    on_failure: choose\n", "    on_failure: agent\n")
         problem = only_error(text)
-        assert (problem.line, problem.column) == (line_of(text, "requires: one_factor"), 5)
-        assert problem.path == "steps.agent.requires"
+        assert (problem.line, problem.column) == (line_of(text, "queue: general"), 5)
+        assert problem.path == "steps.agent.queue"
         assert "queue `general`" in problem.message
         assert "`identified`" in problem.message
         assert "`one_factor`" in problem.message
@@ -149,7 +161,7 @@ class TestTheDoor:
             "      - key: 1\n        next: pin\n      - key: 9\n        next: agent\n",
         )
         problem = only_error(text)
-        assert problem.line == line_of(text, "requires: one_factor")
+        assert problem.line == line_of(text, "queue: general")
         assert "welcome -> identify -> choose -(choices[1].next)-> agent" in problem.message
         assert "`identified`" in problem.message
 
@@ -171,7 +183,7 @@ class TestTheDoor:
     def test_two_factor_queue_reached_with_only_a_pin(self) -> None:
         text = edit(GOOD, "requires: one_factor", "requires: two_factor")
         problem = only_error(text)
-        assert problem.line == line_of(text, "requires: two_factor")
+        assert problem.line == line_of(text, "queue: general")
         assert "`one_factor`" in problem.message
         assert "(needs `two_factor`)" in problem.message
         assert "pin -> main_menu -(choices[0].next)-> agent" in problem.message
@@ -201,18 +213,22 @@ class TestTheDoor:
             "      - key: 1\n        next: pin\n      - key: 8\n        next: agent\n"
             "      - key: 9\n        next: cards\n",
         )
-        text += "  cards:\n    kind: enqueue\n    queue: cards\n    requires: one_factor\n"
+        text = with_queue(text, "cards") + "  cards:\n    kind: enqueue\n    queue: cards\n"
         assert {p.path for p in errors(check(text))} == {
-            "steps.agent.requires",
-            "steps.cards.requires",
+            "steps.agent.queue",
+            "steps.cards.queue",
         }
 
 
 class TestQueueRequirements:
     @pytest.mark.parametrize("level", ["none", "identified"])
     def test_queue_that_does_not_demand_authentication(self, level: str) -> None:
+        # refused before any check runs: a queue's requirement cannot even be written that way
         text = edit(GOOD, "requires: one_factor", f"requires: {level}")
-        problem = only_error(text)
+        with pytest.raises(FlowDefinitionError) as caught:
+            parse_flow_with_marks(text, FILE)
+        (problem,) = caught.value.problems
+        assert problem.path == "queues.general.requires"
         assert (problem.line, problem.column) == (line_of(text, f"requires: {level}"), 5)
         assert "queue `general`" in problem.message
         assert "unauthenticated" in problem.message
@@ -437,7 +453,7 @@ class TestUnreachableSteps:
 
     def test_unreachable_steps_are_not_door_checked(self) -> None:
         # A queue nobody can reach is no door; warn, do not fail the flow.
-        text = GOOD + "  spare:\n    kind: enqueue\n    queue: spare\n    requires: one_factor\n"
+        text = with_queue(GOOD, "spare") + "  spare:\n    kind: enqueue\n    queue: spare\n"
         problems = check(text)
         assert errors(problems) == []
         assert [p.path for p in problems] == ["steps.spare"]
@@ -480,7 +496,7 @@ class TestEmailOnlyPossession:
         (warning,) = problems
         assert warning.severity == "warning"
         assert warning.file == FILE
-        assert warning.path == "steps.agent.requires"
+        assert warning.path == "queues.general.requires"
         assert (warning.line, warning.column) == (line_of(text, "requires: two_factor"), 5)
         assert "email" in warning.message
         assert "two_factor" in warning.message
@@ -495,7 +511,7 @@ class TestEmailOnlyPossession:
             "        next: agent\n      - key: 2\n        next: agent\n",
         )
         problems = check(text)
-        assert [(p.severity, p.path) for p in problems] == [("warning", "steps.agent.requires")]
+        assert [(p.severity, p.path) for p in problems] == [("warning", "queues.general.requires")]
 
     @pytest.mark.parametrize("method", ["sms_otp", "callback", "service_code"])
     def test_another_possession_route_removes_the_warning(self, method: str) -> None:
@@ -504,7 +520,7 @@ class TestEmailOnlyPossession:
     def test_a_second_knowledge_factor_does_not_remove_it(self) -> None:
         problems = check(self.with_second_method("passcode"))
         # the passcode route is a door error (one_factor); the email route is still warned
-        assert [p.path for p in problems if p.severity == "warning"] == ["steps.agent.requires"]
+        assert [p.path for p in problems if p.severity == "warning"] == ["queues.general.requires"]
 
     def test_a_one_factor_queue_behind_an_email_code_is_not_warned(self) -> None:
         text = edit(self.email_only(), "requires: two_factor", "requires: one_factor")

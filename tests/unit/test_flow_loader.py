@@ -32,6 +32,10 @@ start: hello
 authentication:
   max_failures: 2
   failure_route: bye
+queues:
+  general:
+    requires: one_factor
+    roles: [agent]
 steps:
   hello:
     kind: say
@@ -58,7 +62,6 @@ steps:
   agent:
     kind: enqueue
     queue: general
-    requires: one_factor
   bye:
     kind: hangup
     say: Goodbye.
@@ -112,9 +115,10 @@ class TestShippedFlow:
 
     def test_default_flow_queues_all_demand_authentication(self) -> None:
         flow = load_flow(DEFAULT_FLOW)
-        queues = [s for s in flow.steps.values() if isinstance(s, EnqueueStep)]
-        assert queues
-        assert all(q.requires in ("one_factor", "two_factor") for q in queues)
+        steps = [s for s in flow.steps.values() if isinstance(s, EnqueueStep)]
+        assert steps
+        assert {s.queue for s in steps} == set(flow.queues)
+        assert all(q.requires in ("one_factor", "two_factor") for q in flow.queues.values())
 
     def test_marks_point_at_the_written_keys(self) -> None:
         text = DEFAULT_FLOW.read_text(encoding="utf-8")
@@ -202,7 +206,7 @@ class TestUnknownKeys:
         ids=[
             "top",
             "authentication",
-            "enqueue",
+            "queue",
             "identify",
             "authenticate",
             "choice",
@@ -231,7 +235,7 @@ class TestUnknownKeys:
         problem = only_problem(text)
         assert problem.message == "unknown key `colour`"
         assert problem.line == line_of(text, "colour:")
-        for key in ("kind", "queue", "requires", "say"):
+        for key in ("requires", "methods", "roles", "unattested_requires"):
             assert key in problem.hint
 
 
@@ -259,7 +263,7 @@ class TestValues:
         problem = only_problem(text)
         assert "`maybe`" in problem.message
         assert (problem.line, problem.column) == (line_of(text, "requires:"), 5)
-        for level in ("none", "identified", "one_factor", "two_factor"):
+        for level in ("one_factor", "two_factor"):
             assert level in problem.hint
 
     def test_bad_method_lists_methods(self) -> None:

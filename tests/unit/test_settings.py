@@ -274,12 +274,12 @@ class TestCreateApp:
         ("old", "new", "where"),
         [
             # A queue that skips authentication altogether.
-            ("queue: balances\n    requires: one_factor", "queue: balances\n    requires: none",
-             "steps.balance_queue.requires"),
+            ("balances:\n    requires: one_factor", "balances:\n    requires: none",
+             "queues.balances.requires"),
             # A path to the agent menu that never authenticates.
             ("    caller_id: true\n    min_digits: 6\n    max_digits: 12\n    next: choose_method",
              "    caller_id: true\n    min_digits: 6\n    max_digits: 12\n    next: main_menu",
-             "requires"),
+             "steps.balance_queue.queue"),
             # A prompt that reads customer data aloud.
             ("prompt: Please enter your PIN, then press the pound key.",
              "prompt: Hello {name}, please enter your PIN.", "steps.pin.prompt"),

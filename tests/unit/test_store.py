@@ -389,6 +389,7 @@ class TestSessionStore:
             "holding",
             "waited",
             "called_back",
+            "signals",
         }
 
     def test_lock_is_released_after_use(self, redis: Any) -> None:
