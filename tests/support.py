@@ -359,3 +359,25 @@ def assert_no_personal_data(result: CallResult, values: list[str]) -> None:
     for where, text in places.items():
         for value in values:
             assert value.casefold() not in text.casefold(), f"{value!r} in the {where}: {text}"
+
+
+#: twilio-facts.md: `TN-Validation-Passed-A|B|C`, `TN-Validation-Failed-A|B|C`,
+#: `TN-Validation-Failed`, `No-TN-Validation`, and suffixed forms such as `-Diverted`,
+#: `-Passthrough`.
+_VERDICTS = {
+    "TN-Validation-Passed-A": "A",
+    "TN-Validation-Passed-B": "B",
+    "TN-Validation-Passed-C": "C",
+    "TN-Validation-Failed-A": "failed",
+    "TN-Validation-Failed-B": "failed",
+    "TN-Validation-Failed-C": "failed",
+    "TN-Validation-Failed": "failed",
+    "No-TN-Validation": "absent",
+}
+_SUFFIXES = {"": None, "-Diverted": "diverted", "-Passthrough": "passthrough"}
+#: (StirVerstat, attestation, attestation_path) for every value of the reference.
+STIR_VERSTATS = [
+    (verdict + suffix, value, path)
+    for verdict, value in _VERDICTS.items()
+    for suffix, path in _SUFFIXES.items()
+]

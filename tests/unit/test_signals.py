@@ -15,34 +15,15 @@ from ivr.auth.signals import attestation, line_type, sim_swap, sms_refusal
 from ivr.flows.engine import CallState
 from ivr.runtime import Runtime
 from tests.conftest import ALICE, PlayerFactory
-from tests.support import audit_events, pin_caller
+from tests.support import STIR_VERSTATS, audit_events, pin_caller
 
-#: twilio-facts.md: `TN-Validation-Passed-A|B|C`, `TN-Validation-Failed-A|B|C`,
-#: `TN-Validation-Failed`, `No-TN-Validation`, and suffixed forms such as `-Diverted`,
-#: `-Passthrough`.
-VERDICTS = {
-    "TN-Validation-Passed-A": "A",
-    "TN-Validation-Passed-B": "B",
-    "TN-Validation-Passed-C": "C",
-    "TN-Validation-Failed-A": "failed",
-    "TN-Validation-Failed-B": "failed",
-    "TN-Validation-Failed-C": "failed",
-    "TN-Validation-Failed": "failed",
-    "No-TN-Validation": "absent",
-}
-SUFFIXES = {"": None, "-Diverted": "diverted", "-Passthrough": "passthrough"}
-REFERENCE = [
-    (verdict + suffix, value, path)
-    for verdict, value in VERDICTS.items()
-    for suffix, path in SUFFIXES.items()
-]
 DAY = 86400
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 WEEK = 7 * DAY
 
 
 class TestStirVerstat:
-    @pytest.mark.parametrize(("raw", "value", "path"), REFERENCE)
+    @pytest.mark.parametrize(("raw", "value", "path"), STIR_VERSTATS)
     def test_every_reference_value_parses(self, raw: str, value: str, path: str | None) -> None:
         expected = {"attestation": value} | ({"attestation_path": path} if path else {})
         assert attestation(raw) == expected
