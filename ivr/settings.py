@@ -162,6 +162,22 @@ class Settings(BaseSettings):
     email_from: str | None = Field(default=None, validation_alias=_env("IVR_EMAIL_FROM"))
     brand: str = Field(default="Example Bank", max_length=40, validation_alias=_env("IVR_BRAND"))
 
+    # Agents and risk signals (issue 7). With a TaskRouter workflow, a caller is enqueued as a
+    # task carrying only the call's opaque reference, intent, assurance, methods and signals.
+    taskrouter_workflow_sid: str | None = Field(
+        default=None,
+        pattern=r"^WW[0-9a-fA-F]{32}$",
+        validation_alias=_env("IVR_TASKROUTER_WORKFLOW_SID"),
+    )
+    # Twilio Lookup of the number on file before an SMS code is sent (ivr.lookup).
+    lookup: Literal["off", "on"] = Field(default="off", validation_alias=_env("IVR_LOOKUP"))
+    lookup_ttl: Annotated[int, Field(ge=60, le=7 * 86400)] = Field(
+        default=3600, validation_alias=_env("IVR_LOOKUP_TTL")
+    )
+    sim_swap_window: Annotated[int, Field(ge=3600, le=90 * 86400)] = Field(
+        default=7 * 86400, validation_alias=_env("IVR_SIM_SWAP_WINDOW")
+    )
+
     apology: str = Field(
         default="We are sorry, we cannot take your call right now. Please try again later, "
         "or sign in to our website. Goodbye.",
@@ -181,6 +197,18 @@ class Settings(BaseSettings):
         account = info.data.get("send_limit_account")
         if account is not None and value < account:
             raise ValueError(f"must be at least IVR_SEND_LIMIT_ACCOUNT ({account})")
+        return value
+
+    @field_validator("lookup")
+    @classmethod
+    def _lookup_has_an_account(cls, value: str, info: ValidationInfo) -> str:
+        if value == "on":
+            for name, variable in (
+                ("twilio_account_sid", "TWILIO_ACCOUNT_SID"),
+                ("twilio_auth_token", "TWILIO_AUTH_TOKEN"),
+            ):
+                if not info.data.get(name):
+                    raise ValueError(f"IVR_LOOKUP=on needs {variable}")
         return value
 
     @field_validator("allowed_hosts", mode="before")

@@ -281,3 +281,102 @@ def pin_caller(account: str, *pins: str) -> InputSource:
         return None
 
     return answer
+
+
+# --------------------------------------------------------------------------------------------
+# Every queue of the default flow, and what may travel there (issue 7)
+# --------------------------------------------------------------------------------------------
+
+#: The only keys a task's attributes may have.
+TASK_KEYS = frozenset({"call_ref", "intent", "assurance", "methods", "signals"})
+
+#: (main menu key, card check key) for each way into a queue of the default flow; a callback
+#: path ends the first call and goes on in the call back.
+QUEUE_PATHS: dict[str, tuple[str, str | None]] = {
+    "balances": ("1", None),
+    "general": ("0", None),
+    "card-services by sms": ("2", "1"),
+    "card-services by callback": ("2", "3"),
+    "card-services by service code": ("2", "4"),
+}
+
+
+def queue_caller(
+    account: str,
+    pin: str,
+    path: str,
+    codes: Callable[[], str | None] = lambda: None,
+    service_code: str | None = None,
+) -> InputSource:
+    """A default-flow caller who claims `account`, proves `pin`, and takes `path` (a key of
+    QUEUE_PATHS); at a code prompt keys what `codes()` reads off the phone. Answers by prompt,
+    and is silent at anything it does not expect, so the IVR ends such a call its own way."""
+    menu, method = QUEUE_PATHS[path]
+
+    def answer(gather: Gather, heard: list[str]) -> Keys | None:
+        prompt = heard[-1] if heard else ""
+        if "your account number" in prompt:
+            return Keys(f"{account}#")
+        if prompt.startswith("To enter your PIN"):
+            return Keys("1")
+        if prompt.startswith("Please enter your PIN"):
+            return Keys(f"{pin}#")
+        if "you are verified" in prompt:
+            return Keys(menu)
+        if prompt.startswith("Card changes need one more check") and method is not None:
+            return Keys(method)
+        if "the code we" in prompt:
+            code = codes()
+            return Keys(f"{code}#") if code else None
+        if "service code shown" in prompt and service_code is not None:
+            return Keys(f"{service_code}#")
+        if "To continue, press 1" in prompt:
+            return Keys("1")
+        return None
+
+    return answer
+
+
+def personal_values(
+    account: str, phone: str, email: str, pin: str, name: str = "", address: str = ""
+) -> list[str]:
+    """What identifies a customer, whole and in the parts an agent could recognise."""
+    values = [account, phone, phone.lstrip("+"), phone[-7:], email, pin, name, address]
+    values += name.split() + [part for part in address.replace(",", " ").split() if len(part) > 3]
+    return [value for value in values if value]
+
+
+def assert_no_personal_data(result: CallResult, values: list[str]) -> None:
+    """Nothing of `values` in the task attributes, the queue name, or any URL of the call."""
+    enqueue = result.enqueue
+    assert enqueue is not None, result.transcript(requests=True)
+    places = {
+        "task attributes": enqueue.task or "",
+        "queue name": enqueue.queue,
+        "urls": " ".join(event.url for event in result.events),
+    }
+    for where, text in places.items():
+        for value in values:
+            assert value.casefold() not in text.casefold(), f"{value!r} in the {where}: {text}"
+
+
+#: twilio-facts.md: `TN-Validation-Passed-A|B|C`, `TN-Validation-Failed-A|B|C`,
+#: `TN-Validation-Failed`, `No-TN-Validation`, and suffixed forms such as `-Diverted`,
+#: `-Passthrough`.
+_VERDICTS = {
+    "TN-Validation-Passed-A": "A",
+    "TN-Validation-Passed-B": "B",
+    "TN-Validation-Passed-C": "C",
+    "TN-Validation-Failed-A": "failed",
+    "TN-Validation-Failed-B": "failed",
+    "TN-Validation-Failed-C": "failed",
+    "TN-Validation-Failed": "failed",
+    "No-TN-Validation": "absent",
+}
+_SUFFIXES = {"": None, "-Diverted": "diverted", "-Passthrough": "passthrough"}
+#: (StirVerstat, attestation, attestation_path) for every value of the reference.
+STIR_VERSTATS = [
+    (verdict + suffix, value, path)
+    for verdict, value in _VERDICTS.items()
+    for suffix, path in _SUFFIXES.items()
+]

@@ -21,6 +21,7 @@ from rq import get_current_job
 from ivr.auth import codes
 from ivr.auth.possession import destination
 from ivr.errors import SettingsError
+from ivr.lookup import screen_sms
 from ivr.settings import Settings, load_settings
 from ivr.store.audit import AuditLog
 from ivr.store.codes import VERIFY_MARK, CallbackRefs, CodeStore
@@ -75,6 +76,14 @@ def send_code(call_sid: str, method: str, nonce: str) -> None:
         # and no code will ever match.
         if not store.settle(call_sid, method, nonce, ttl, status="sent"):
             _refund(redis, settings, call_sid, account, method, to)  # superseded, as a customer's
+        return
+    refusal = screen_sms(redis, settings, call_sid, account, to) if method == "sms_otp" else None
+    if refusal is not None:
+        # A landline or a SIM changed lately: no code goes there, and the caller hears the
+        # step's unavailable prompt (ivr.lookup).
+        refused = PermanentDeliveryError(f"no SMS code to this number: {refusal}")
+        _failed(store, audit, settings, call_sid, method, account, nonce, refused)
+        _refund(redis, settings, call_sid, account, method, to)
         return
     try:
         sent = _deliver(settings, store, call_sid, method, account, to, nonce)

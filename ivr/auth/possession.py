@@ -132,7 +132,13 @@ class Possession:
             return "unavailable"
         nonce = str(state.seq)
         ref = CallbackRef(
-            state.call_sid, state.caller, account, list(state.proofs), state.failures, step
+            state.call_sid,
+            state.caller,
+            account,
+            list(state.proofs),
+            state.failures,
+            step,
+            dict(state.proven_at),
         )
         self.codes.open_delivery(
             state.call_sid,

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from typing import Literal, Protocol
 
-from ivr.assurance import Assurance, attested, derive
+from ivr.assurance import Assurance, Requirement, attested, derive
 from ivr.auth.speech import normalise_passcode
 from ivr.flows.prompts import fill
 from ivr.flows.schema import (
@@ -58,7 +60,13 @@ class CallState:
     # On a call back: the account whose number on file the worker called. The callback proof
     # holds for that account only, whatever the caller claims later in the call.
     called_back: str | None = None
+    # The opaque reference agents and TaskRouter know the call by (`secrets.token_urlsafe(12)`
+    # at call start): never the account, the phone number or the name.
+    ref: str = ""
+    proven_at: dict[str, float] = field(default_factory=dict)  # method -> epoch s of the proof
+    # Risk signals (ivr.auth.signals): they route and inform, they never prove anything.
     signals: dict[str, str] = field(default_factory=dict)
+    queue: str | None = None  # the queue the call was handed to
 
     @property
     def assurance(self) -> Assurance:
@@ -95,6 +103,9 @@ class CallerInput:
     digits: str | None = None
     speech: str | None = None
     confidence: float | None = None
+    # When the answer arrived (epoch s): it stamps the proof it makes, so the engine itself
+    # never reads a clock.
+    at: float | None = None
 
     @property
     def empty(self) -> bool:
@@ -130,8 +141,11 @@ class Hold:
 
 @dataclass(frozen=True)
 class Enqueue:
+    """Hand the caller to `queue`; `attributes` travel with them (`task_attributes`)."""
+
     step: str
     queue: str
+    attributes: Mapping[str, object] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -256,6 +270,7 @@ class Engine:
             # the per-call budget is the caller's, whichever account they claim.
             self.ports.drop_claim(state)
             state.proofs, state.holding, state.waited = [], False, 0
+            state.proven_at = {}
         state.account = claimed
         return self._enter(state, step.next, [])
 
@@ -283,6 +298,8 @@ class Engine:
         if ok:
             if step.method not in state.proofs:
                 state.proofs.append(step.method)
+            if given.at is not None:
+                state.proven_at[step.method] = given.at
             return self._enter(state, step.next, [])
         state.failures += 1
         if state.failures >= self.flow.authentication.max_failures:
@@ -342,8 +359,11 @@ class Engine:
                     continue
                 if step.say:
                     actions.append(Say(self._text(state, step.say)))
-                actions.append(Enqueue(step_id, step.queue))
-                state.step, state.ended = step_id, True
+                queue = self.flow.queue_of(step)
+                assert queue is not None  # _may_enter refuses an undeclared queue
+                attributes = task_attributes(state, step.queue, queue.requirement)
+                actions.append(Enqueue(step_id, step.queue, attributes))
+                state.step, state.ended, state.queue = step_id, True, step.queue
                 return actions
             else:
                 assert isinstance(step, GatherOptions)
@@ -438,6 +458,39 @@ def _onward_queue(flow: Flow, step_id: str) -> tuple[str, EnqueueStep] | None:
             return None
         step_id = step.next
     return None
+
+
+TASK_KEYS = ("call_ref", "intent", "assurance", "methods", "signals")
+
+
+def task_attributes(state: CallState, queue: str, requirement: Requirement) -> dict[str, object]:
+    """What travels with the caller to the queue (TaskRouter task attributes): the opaque call
+    reference, the intent, how much was proven, by what and when, and the risk signals.
+
+    Nothing else, ever: no account, phone number or name, because whatever is here a contact
+    center shows every agent who sees the task. Below one factor the level reads "none" and
+    no method is listed, so not even the claim of an account travels.
+    """
+    counted = [m for m in state.proofs if m in requirement.methods]
+    level = requirement.level_of(state.account is not None, counted)
+    proven = level >= Assurance.one_factor
+    return {
+        "call_ref": state.ref,
+        "intent": queue,
+        "assurance": level.name if proven else Assurance.none.name,
+        "methods": [
+            {"method": method, "at": iso_utc(state.proven_at.get(method))}
+            for method in (counted if proven else [])
+        ],
+        "signals": dict(sorted(state.signals.items())),
+    }
+
+
+def iso_utc(epoch: float | None) -> str | None:
+    """ISO 8601 in UTC to the second, as `2026-12-01T21:00:00Z`; None for an unknown time."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _answer(step: AuthenticateStep, given: CallerInput) -> str | None:

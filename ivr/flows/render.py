@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
@@ -13,7 +14,11 @@ ActionUrl = Callable[[str, bool], str]
 """Builds the URL Twilio comes back to: a step's answer URL, or (True) its poll URL."""
 
 
-def render(actions: list[Action], flow: Flow, action_url: ActionUrl) -> str:
+def render(
+    actions: list[Action], flow: Flow, action_url: ActionUrl, workflow_sid: str | None = None
+) -> str:
+    """With a TaskRouter `workflow_sid` a caller is enqueued as a task whose attributes are
+    the Enqueue action's; without one, into the plain named queue, with nothing attached."""
     response = VoiceResponse()
     voice = {"voice": flow.voice} if flow.voice else {}
     for action in actions:
@@ -44,6 +49,9 @@ def render(actions: list[Action], flow: Flow, action_url: ActionUrl) -> str:
         elif isinstance(action, Hold):
             response.pause(length=action.seconds)
             response.redirect(action_url(action.step, True), method="POST")
+        elif isinstance(action, Enqueue) and workflow_sid:
+            task = json.dumps(dict(action.attributes), separators=(",", ":"), sort_keys=True)
+            response.enqueue(workflow_sid=workflow_sid).task(task)
         elif isinstance(action, Enqueue):
             response.enqueue(action.queue)
         elif isinstance(action, Hangup):

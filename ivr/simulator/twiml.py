@@ -8,6 +8,7 @@ simulator that accepted them would pass tests for calls that fail on the real ne
 
 from __future__ import annotations
 
+import json
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ MAX_QUEUE_NAME = 64
 """Twilio refuses longer queue names."""
 
 _FINISH_KEYS = frozenset("0123456789#*")
+_WORKFLOW_SID = re.compile(r"WW[0-9a-fA-F]{32}")
 _INPUT_KINDS = frozenset({"dtmf", "speech"})
 
 
@@ -110,6 +112,8 @@ class Enqueue:
     workflow_sid: str | None = None
     task: str | None = None
     """Raw text of a nested <Task> (TaskRouter attributes JSON), kept so tests can inspect it."""
+    attributes: dict[str, object] | None = None
+    """The <Task>'s attributes, parsed: what TaskRouter would hand the agent's contact center."""
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,17 @@ def _enqueue(element: ET.Element) -> Enqueue:
         raise TwimlError("<Enqueue> names no queue")
     if len(queue) > MAX_QUEUE_NAME:
         raise TwimlError(f"<Enqueue> queue name longer than {MAX_QUEUE_NAME} characters")
-    task = element.find("Task")
+    if workflow_sid is not None and not _WORKFLOW_SID.fullmatch(workflow_sid):
+        raise TwimlError(f"<Enqueue workflowSid={workflow_sid!r}>: not a TaskRouter Workflow SID")
+    tasks = element.findall("Task")
+    if len(tasks) > 1:
+        raise TwimlError("<Enqueue> has more than one <Task>")
+    task = tasks[0] if tasks else None
+    attributes = None
+    if task is not None:
+        if workflow_sid is None:
+            raise TwimlError("<Task> needs <Enqueue workflowSid=...>: only TaskRouter reads it")
+        attributes = _task_attributes(task)
     return Enqueue(
         queue=queue,
         action=element.get("action"),
@@ -243,7 +257,19 @@ def _enqueue(element: ET.Element) -> Enqueue:
         method=_method(element, "method"),
         workflow_sid=workflow_sid,
         task=(task.text or "").strip() if task is not None else None,
+        attributes=attributes,
     )
+
+
+def _task_attributes(task: ET.Element) -> dict[str, object]:
+    """TaskRouter takes a task's attributes as one JSON object; anything else fails the call."""
+    try:
+        value = json.loads(task.text or "")
+    except ValueError:
+        raise TwimlError("<Task> attributes are not JSON") from None
+    if not isinstance(value, dict):
+        raise TwimlError("<Task> attributes must be a JSON object")
+    return value
 
 
 def _dial(element: ET.Element) -> Dial:

@@ -8,7 +8,7 @@ so job arguments are opaque ids.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from redis import Redis
@@ -31,6 +31,7 @@ class CallbackRef:
     proofs: list[str]
     failures: int
     step: str  # the callback step, where the call back is answered
+    proven_at: dict[str, float] = field(default_factory=dict)  # when each of `proofs` was made
 
 
 @dataclass(frozen=True)

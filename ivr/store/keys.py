@@ -66,3 +66,18 @@ ABUSE_GLOBAL = f"{PREFIX}:abuse:global"
 def abuse_alerted(window_key: str) -> str:
     """Marks that an alert-only window has alerted, until the time it holds."""
     return f"{window_key}:alerted"
+
+
+def callref(ref: str) -> str:
+    """The opaque call reference an agent or TaskRouter holds -> the call's CallSid."""
+    return f"{PREFIX}:callref:{ref}"
+
+
+def line_signals(call_sid: str) -> str:
+    """Risk signals the worker found for the number on file of the call's claim."""
+    return f"{PREFIX}:signals:{call_sid}"
+
+
+def lookup(number: str) -> str:
+    """Twilio Lookup's answer for a number on file, cached."""
+    return f"{PREFIX}:lookup:{number}"

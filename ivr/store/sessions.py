@@ -15,6 +15,7 @@ retry that took it over: `save` is fenced by the lock.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 LOCK_TIMEOUT = 6  # a Redis command at its 2 s timeout, a Verify check at its 3 s, and the rest
 LOCK_WAIT = LOCK_TIMEOUT + 1  # outlasts a dead holder's lock; far inside Twilio's 15 s
+REF = re.compile(r"[A-Za-z0-9_-]{16}")  # secrets.token_urlsafe(12)
+OVER_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
 class LockLost(RedisError):
@@ -42,6 +45,7 @@ class Stored:
     state: CallState
     reply_seq: int | None
     reply: str | None
+    over: bool = False  # Twilio said the phone call has ended (`mark_over`)
 
 
 class SessionStore:
@@ -76,7 +80,33 @@ class SessionStore:
             CallState.from_json(raw[b"state"]),
             int(seq) if seq is not None else None,
             reply.decode() if reply is not None else None,
+            raw.get(b"over") == b"1",
         )
+
+    def by_ref(self, ref: str) -> CallState | None:
+        """The live call known by the opaque reference `ref`, or None: no such reference, the
+        call expired, or the phone call is over. All three look alike to whoever asks."""
+        if not REF.fullmatch(ref):
+            return None
+        call_sid = self.redis.get(keys.callref(ref))
+        stored = self.load(call_sid.decode()) if call_sid is not None else None
+        if stored is None or stored.over or stored.state.ref != ref:
+            return None
+        return stored.state
+
+    def mark_over(self, call_sid: str) -> bool:
+        """Twilio's status callback says the call ended: mark it over (nothing else changes,
+        least of all what was proven). Only a call we hold is marked; returns whether it was."""
+        key = keys.call(call_sid)
+
+        def write(pipe: Pipeline) -> bool:
+            if not pipe.exists(key):
+                return False  # never created here, or expired: nothing to mark, nothing made
+            pipe.multi()
+            pipe.hset(key, "over", 1)
+            return True
+
+        return bool(self.redis.transaction(write, key, value_from_callable=True))
 
     def save(self, state: CallState, reply_seq: int, reply: str, lock: Lock | None = None) -> None:
         """Store `state` with the reply to request `reply_seq`; with the call's `lock`, only
@@ -90,5 +120,7 @@ class SessionStore:
             pipe.multi()
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, self.ttl)
+            if state.ref:  # the reference lives exactly as long as the call it names
+                pipe.set(keys.callref(state.ref), state.call_sid, ex=self.ttl)
 
         self.redis.transaction(write, *([lock.name] if lock is not None else []))

@@ -12,17 +12,22 @@ from __future__ import annotations
 import logging
 import math
 import re
+import secrets
+import time
 from collections.abc import Callable
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, g, request, url_for
 from werkzeug.exceptions import HTTPException
 
+from ivr.auth.signals import attestation
 from ivr.flows.engine import Action, CallerInput, CallState
 from ivr.flows.render import apology, render
+from ivr.lookup import LineSignals
 from ivr.runtime import Runtime, runtime
 from ivr.security import signed_params
 from ivr.store.codes import CallbackRefs
+from ivr.store.sessions import OVER_STATUSES
 
 log = logging.getLogger(__name__)
 bp = Blueprint("voice", __name__, url_prefix="/voice")
@@ -63,6 +68,11 @@ def incoming() -> Response:
     )
 
 
+def _ref() -> str:
+    """The call's opaque reference: random, so it says nothing about the caller."""
+    return secrets.token_urlsafe(12)
+
+
 @bp.post("/callback")
 def callback() -> Response:
     """The customer answered the call back placed to the number on file.
@@ -85,6 +95,7 @@ def callback() -> Response:
             proofs=list(ref.proofs),
             failures=ref.failures,
             called_back=ref.account,
+            proven_at=dict(ref.proven_at),
         )
 
     return _start(inherit, rt.engine.answer_callback)
@@ -118,13 +129,16 @@ def _start(
         state = new_state(call_sid)
         if state is None:
             return _twiml(apology(rt.settings.apology))
+        # A call back is our own outbound call: it carries no PASSporT, so "absent" too.
+        state.ref, state.signals = _ref(), attestation(_params().get("StirVerstat"))
         reply = _reply(rt, state, first(state))
         rt.sessions.save(state, START_SEQ, reply, lock)
+        how = ["callback"] if state.called_back else []
         rt.audit.record(
             "call_started",
             call_sid=call_sid,
             caller=state.caller,
-            detail="callback" if state.called_back else None,
+            detail=" ".join([*how, _signal_text(state.signals)]),  # e.g. "attestation=A"
         )
     log.info("call %s started", call_sid)
     return _twiml(reply)
@@ -146,6 +160,8 @@ def _advance(step: str, handle: Callable[[Runtime, CallState], list[Action]]) ->
             return _twiml(stored.reply)  # Twilio retried a request we already answered
         if seq != state.seq or step != state.step:
             return _twiml(_reply(rt, state, rt.engine.repeat(state)))
+        # What the worker's Lookup found for the number on file of this claim, if anything.
+        LineSignals(rt.redis, rt.settings.session_ttl).fold(state)
         actions = handle(rt, state)
         state.seq += 1
         reply = _reply(rt, state, actions)
@@ -156,12 +172,13 @@ def _advance(step: str, handle: Callable[[Runtime, CallState], list[Action]]) ->
 
 @bp.post("/status")
 def status() -> Response:
-    """Twilio's status callback: acknowledged, and it changes nothing."""
-    log.info(
-        "call %s status %s",
-        _params().get("CallSid", "?")[:40],
-        _params().get("CallStatus", "?")[:20],
-    )
+    """Twilio's status callback: a call that has ended is marked over, so no agent can read
+    it any longer; nothing else changes, least of all what the caller proved."""
+    call_status = _params().get("CallStatus", "?")[:20]
+    log.info("call %s status %s", _params().get("CallSid", "?")[:40], call_status)
+    call_sid = _call_sid()
+    if call_sid is not None and call_status in OVER_STATUSES:
+        runtime().sessions.mark_over(call_sid)
     return Response(status=204)
 
 
@@ -185,7 +202,11 @@ def _reply(rt: Runtime, state: CallState, actions: list[Action]) -> str:
         path = url_for("voice.poll" if poll else "voice.step", step=step_id)
         return f"{path}?{urlencode({'seq': state.seq})}"
 
-    return render(actions, rt.flow, action_url)
+    return render(actions, rt.flow, action_url, rt.settings.taskrouter_workflow_sid)
+
+
+def _signal_text(signals: dict[str, str]) -> str:
+    return " ".join(f"{name}={value}" for name, value in sorted(signals.items()))
 
 
 def _call_sid() -> str | None:
@@ -201,6 +222,7 @@ def _caller_input() -> CallerInput:
         digits=digits[:100] if digits else None,
         speech=speech[:MAX_SPEECH_INPUT] if speech else None,
         confidence=_confidence(params.get("Confidence")),
+        at=time.time(),
     )
 
 

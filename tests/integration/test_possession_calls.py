@@ -74,7 +74,7 @@ STEPS_TO_CARD_CHECK = ["identify", "choose_method", "pin", "main_menu", "card_ch
 
 SMS_HOLD = "Please hold while we text a code to the phone number on file"
 EMAIL_HOLD = "Please hold while we email a code to the address on file"
-SMS_UNAVAILABLE = "Sorry, we cannot send a text message right now."
+SMS_UNAVAILABLE = "Sorry, we cannot send a text message to the phone number on file."
 CARD_CHECK_PROMPT = "Card changes need one more check."
 CALL_BACK_PROMPT = "We will call you back at the phone number on file in a moment."
 CALLBACK_GREETING = "Hello, this is Example Bank returning your call about your card."

@@ -28,7 +28,7 @@ ALICE = ("12345678", "+14155550100", "583920")  # account, phone on file, PIN
 BOB = ("87654321", "+14155550199", "902714")  # the same country prefix (+1)
 CARD_CHECK = "Card changes need one more check."
 SMS_HOLD = "Please hold while we text a code to the phone number on file"
-NO_SMS = "Sorry, we cannot send a text message right now."
+NO_SMS = "Sorry, we cannot send a text message to the phone number on file."
 NO_CALL_BACK = "Sorry, we cannot call you back right now."
 CARD_SERVICES = "card-services"
 # Small caps, so one caller would exhaust the prefix quickly if refusals counted.
