@@ -118,14 +118,15 @@ def _start(
         state = new_state(call_sid)
         if state is None:
             return _twiml(apology(rt.settings.apology))
-        reply = _reply(rt, state, first(state))
-        rt.sessions.save(state, START_SEQ, reply, lock)
+        # First on the call's trail: the flow's own events (a call back's "offered") follow.
         rt.audit.record(
             "call_started",
             call_sid=call_sid,
             caller=state.caller,
             detail="callback" if state.called_back else None,
         )
+        reply = _reply(rt, state, first(state))
+        rt.sessions.save(state, START_SEQ, reply, lock)
     log.info("call %s started", call_sid)
     return _twiml(reply)
 
