@@ -31,8 +31,10 @@ def offered(assurance: Assurance, step_id: str, method: str) -> list[Note]:
     factor, it steps them up towards a queue that needs more."""
     notes: list[Note] = []
     if assurance >= Assurance.one_factor:
-        notes.append((STEP_UP, {"method": method, "assurance": assurance.name, "detail": step_id}))
-    notes.append((OFFERED, {"method": method, "detail": step_id}))
+        notes.append(
+            (STEP_UP, {"method": method, "assurance": assurance.name, "detail": f"step={step_id}"})
+        )
+    notes.append((OFFERED, {"method": method, "detail": f"step={step_id}"}))
     return notes
 
 
