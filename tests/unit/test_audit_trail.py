@@ -26,14 +26,25 @@ from ivr.audit_view import Query, parse_since, table
 from ivr.auth import codes
 from ivr.cli import cli
 from ivr.flows import trail
+from ivr.flows.engine import CallerInput, CallState, Engine, Enqueue
+from ivr.flows.loader import load_flow
 from ivr.outbox import Outbox
 from ivr.simulator import CallResult, Gather, Keys, Speech
 from ivr.simulator.phone import Phone
 from ivr.store.audit import LOGGER, AuditLog, log_line
 from ivr.store.server import find_free_port
-from tests.conftest import ALICE, CODE_KEY, DemoCustomer, PlayerFactory, make_app, run_jobs
+from tests.conftest import (
+    ALICE,
+    CODE_KEY,
+    REPO_ROOT,
+    DemoCustomer,
+    PlayerFactory,
+    make_app,
+    run_jobs,
+)
 from tests.support import audit_events, contains_code, redis_contents
 
+DEFAULT_FLOW = load_flow(REPO_ROOT / "flows" / "default.yaml")
 WRONG_PIN = "274061"
 OTHER_WRONG_PIN = "650193"
 NOBODY = "73950412"  # an account number nobody has
@@ -243,6 +254,66 @@ class TestWholeCalls:
         assert alert["detail"].startswith("pattern=many_failures_from_one_number ")
         assert_log_matches_stream(redis, lines)
         assert_nothing_secret(redis, lines, WRONG_PIN, OTHER_WRONG_PIN)
+
+
+class NotingPorts:
+    """Alice's PIN is right; every note the engine hands over is kept, in order."""
+
+    def __init__(self) -> None:
+        self.notes: list[tuple[str, dict[str, str]]] = []
+
+    def account_for_caller(self, caller: str) -> str | None:
+        return ALICE.account if caller == ALICE.phone else None
+
+    def claim(self, digits: str) -> str:
+        return digits if digits == ALICE.account else "unmatched-0"
+
+    def drop_claim(self, state: CallState) -> None:
+        pass
+
+    def verify(self, state: CallState, method: str, answer: str | None) -> bool:
+        return state.account == ALICE.account and answer == ALICE.pin
+
+    def note(self, state: CallState, event: str, **fields: str) -> None:
+        self.notes.append((event, fields))
+
+
+class TestEngineNotes:
+    def test_a_caller_id_claim_a_pin_and_the_queue(self) -> None:
+        ports = NotingPorts()
+        engine, flow = Engine(DEFAULT_FLOW, ports), DEFAULT_FLOW
+        state = CallState(call_sid="CA1", caller=ALICE.phone, step=flow.start)
+        engine.start(state)
+        for given in ("*", "1", ALICE.pin, "1"):
+            engine.answer(state, CallerInput(digits=given))
+        assert ports.notes == [
+            ("identify", {"detail": "caller_id"}),
+            ("offered", {"method": "pin", "detail": "step=pin"}),
+            ("enqueued", {"queue": "balances", "assurance": "one_factor", "method": "pin"}),
+        ]
+
+    def test_a_retried_question_is_not_offered_again(self) -> None:
+        ports = NotingPorts()
+        engine = Engine(DEFAULT_FLOW, ports)
+        state = CallState(call_sid="CA1", caller=ALICE.phone, step=DEFAULT_FLOW.start)
+        engine.start(state)
+        engine.answer(state, CallerInput(digits="*"))
+        engine.answer(state, CallerInput(digits="1"))
+        engine.answer(state, CallerInput())  # silence at the PIN prompt: asked again
+        engine.repeat(state)  # a stale request: the same question again
+        assert [event for event, _ in ports.notes] == ["identify", "offered"]
+
+    def test_a_shut_door_is_noted_and_the_call_goes_elsewhere(self) -> None:
+        ports = NotingPorts()
+        engine = Engine(DEFAULT_FLOW, ports)
+        # At the main menu with a claim and no proof, as no flow that passes its checks allows.
+        state = CallState(call_sid="CA1", caller=ALICE.phone, step="main_menu")
+        state.account = ALICE.account
+        actions = engine.answer(state, CallerInput(digits="1"))
+        assert not any(isinstance(a, Enqueue) for a in actions)
+        assert ports.notes == [
+            ("enqueue_refused", {"queue": "balances", "assurance": "identified"})
+        ]
 
 
 class TestNotes:
