@@ -167,10 +167,6 @@ class TestWholeCalls:
     ) -> None:
         phone = Phone(Outbox(worker_env))
 
-        def worker_at_hold(kind: str, line: str) -> None:
-            if kind == "pause":
-                run_jobs(redis)
-
         def caller(gather: Gather, heard: list[str]) -> Keys | None:
             prompt = heard[-1] if heard else ""
             if "your account number" in prompt:
@@ -187,7 +183,7 @@ class TestWholeCalls:
                 return Keys(f"{phone.latest_code()}#")
             return None
 
-        call = player(pause_scale=0, observer=worker_at_hold)
+        call = player(pause_scale=0, observer=_worker_at_hold(redis))
         result = call.play(caller)
         assert result.queue == "card-services", result.transcript()
         code = phone.latest_code()
@@ -254,6 +250,47 @@ class TestWholeCalls:
         assert alert["detail"].startswith("pattern=many_failures_from_one_number ")
         assert_log_matches_stream(redis, lines)
         assert_nothing_secret(redis, lines, WRONG_PIN, OTHER_WRONG_PIN)
+
+
+class TestDeliveriesNotMade:
+    """A send that never reaches anyone is on the trail as what happened to it."""
+
+    @pytest.fixture
+    def reidentify(self, redis: Any, outbox_path: Path) -> Flask:
+        """Offers an emailed code right after the claim, before any secret."""
+        app = make_app(
+            redis, outbox=outbox_path, flows_dir=REPO_ROOT / "tests" / "flows", flow="reidentify"
+        )
+        _enrol(app, ALICE)
+        return app
+
+    def test_a_code_for_an_account_nobody_has_is_not_sent(
+        self, reidentify: Flask, redis: Any, worker_env: Path
+    ) -> None:
+        call = _player(reidentify, pause_scale=0, observer=_worker_at_hold(redis))
+        call.play(_answers(Keys(f"{NOBODY}#"), Keys("1"), Keys(f"{WRONG_PIN}#")))
+        assert trail_of(audit_events(redis, call.call_sid))[1:6] == [
+            ("identify", "", "unmatched"),
+            ("offered", "email_otp", ""),
+            ("delivery", "email_otp", "send_requested"),
+            ("delivery", "email_otp", "not_sent"),
+            ("authenticate", "email_otp", "failure_unknown_account"),
+        ]
+
+    def test_a_hold_that_runs_out_abandons_the_send(
+        self, reidentify: Flask, redis: Any, worker_env: Path
+    ) -> None:
+        call = _player(reidentify, pause_scale=0)  # and no worker: the code never goes out
+        result = call.play(_answers(Keys(f"{ALICE.account}#"), Keys("1")))
+        assert result.said("we cannot send an email right now"), result.transcript()
+        run_jobs(redis)  # the worker comes back: the send is void, and nothing more happens
+        assert trail_of(audit_events(redis, call.call_sid))[1:] == [
+            ("identify", "", "matched"),
+            ("offered", "email_otp", ""),
+            ("delivery", "email_otp", "send_requested"),
+            ("delivery", "email_otp", "abandoned"),
+        ]
+        assert Outbox(worker_env).messages() == []
 
 
 class NotingPorts:
@@ -508,9 +545,19 @@ def _enrol(app: Flask, who: DemoCustomer) -> None:
         enrol(runtime(), who)
 
 
-def _player(app: Flask, from_number: str = "+15005550006") -> Any:
+def _player(app: Flask, from_number: str = "+15005550006", **options: Any) -> Any:
     from ivr.simulator import WsgiTransport
     from tests.conftest import BASE_URL, TOKEN
     from tests.support import make_player
 
-    return make_player(BASE_URL, TOKEN, WsgiTransport(app), from_number=from_number)
+    return make_player(BASE_URL, TOKEN, WsgiTransport(app), from_number=from_number, **options)
+
+
+def _worker_at_hold(redis: Any) -> Any:
+    """A player's observer that runs the queued jobs whenever the caller is put on hold."""
+
+    def observe(kind: str, line: str) -> None:
+        if kind == "pause":
+            run_jobs(redis)
+
+    return observe
