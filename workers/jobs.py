@@ -70,12 +70,19 @@ def send_code(call_sid: str, method: str, nonce: str) -> None:
         # The caller stopped holding for it: never deliver late (SECURITY 26).
         store.settle(call_sid, method, nonce, ttl, status="failed", void=True)
         _refund(redis, settings, call_sid, account, method, to)
+        audit.record(
+            "delivery", call_sid=call_sid, account=account, method=method, outcome="expired"
+        )
         return
     if to is None:
         # Unknown account, or no email on file: the caller hears exactly what a customer hears,
         # and no code will ever match.
         if not store.settle(call_sid, method, nonce, ttl, status="sent"):
             _refund(redis, settings, call_sid, account, method, to)  # superseded, as a customer's
+        else:
+            audit.record(
+                "delivery", call_sid=call_sid, account=account, method=method, outcome="not_sent"
+            )
         return
     refusal = screen_sms(redis, settings, call_sid, account, to) if method == "sms_otp" else None
     if refusal is not None:

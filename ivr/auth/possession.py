@@ -120,6 +120,7 @@ class Possession:
     def abandon_delivery(self, state: CallState, method: str) -> None:
         """The caller was told `method` could not be delivered: that send never counts."""
         self.codes.abandon(state.call_sid, method)
+        self.audit.attempt("delivery", state, method, "abandoned")
 
     def drop_claim(self, state: CallState) -> None:
         """The call claims another account: every send and code of the old claim is void."""

@@ -16,6 +16,7 @@ from ivr.assurance import factor_of
 from ivr.auth import codes
 from ivr.auth.knowledge import SecretHasher
 from ivr.auth.possession import Possession
+from ivr.flows import trail
 from ivr.flows.engine import (
     CALLBACK_CONFIRM,
     AuthenticationRefused,
@@ -81,6 +82,11 @@ class Verifier:
                 detail=",".join(state.proofs) or None,
             )
 
+    def note(self, state: CallState, event: str, **fields: str) -> None:
+        if event == trail.IDENTIFY:
+            fields["outcome"] = _claim_outcome(state.account)
+        self.audit.of_call(event, state, **fields)
+
     def request_code(self, state: CallState, method: str, max_wait: int) -> Delivery:
         if self.abuse is not None and self.abuse.refused(state):
             return "unavailable"  # a refused number gets nothing sent on its behalf
@@ -136,6 +142,8 @@ class Verifier:
             at_cap = attempt == self.max_account_failures
             outcome = "failure_locked_now" if at_cap else "failure"
         self.audit.attempt("authenticate", state, method, outcome, factor_of(method).value)
+        if outcome == "failure_locked_now":
+            self.audit.attempt("lockout", state, method, "locked", f"after {attempt} failures")
         if guard is not None and admission is not None:
             guard.settle(admission, state, not matched, customer.account if customer else None)
         return matched
@@ -157,3 +165,11 @@ class Verifier:
             called_back = state.called_back is not None and state.called_back == state.account
             return called_back and answer == CALLBACK_CONFIRM
         raise ValueError(f"unknown method {method}")
+
+
+def _claim_outcome(claim: str | None) -> str:
+    """`matched` for a claim id that is an account number; `unmatched` for the digest of digits
+    that match none, or a caller ID on no account's file (the claim id is "")."""
+    if not claim or claim.startswith(codes.UNMATCHED_PREFIX):
+        return "unmatched"
+    return "matched"

@@ -15,6 +15,7 @@ from typing import Literal, Protocol
 
 from ivr.assurance import Assurance, Requirement, attested, derive
 from ivr.auth.speech import normalise_passcode
+from ivr.flows import trail
 from ivr.flows.prompts import fill
 from ivr.flows.schema import (
     CODE_METHODS,
@@ -200,6 +201,12 @@ class Ports(Protocol):
     def request_callback(self, state: CallState, step: str) -> Delivery:
         """Ask the worker to call the number on file; the call back is answered at `step`."""
 
+    def note(self, state: CallState, event: str, **fields: str) -> None:
+        """Put an event of the call on its audit trail (see `ivr.flows.trail` for which).
+
+        `fields` never hold what the caller keyed or said: only names (method, queue, step)
+        and levels."""
+
 
 class Engine:
     def __init__(self, flow: Flow, ports: Ports) -> None:
@@ -272,6 +279,7 @@ class Engine:
             state.proofs, state.holding, state.waited = [], False, 0
             state.proven_at = {}
         state.account = claimed
+        self._note(state, trail.identified(digits == CALLER_ID_KEY))
         return self._enter(state, step.next, [])
 
     def _authenticate(
@@ -352,6 +360,7 @@ class Engine:
                 return self._end(state, step_id, actions)
             elif isinstance(step, EnqueueStep):
                 if not self._may_enter(state, step):
+                    self._note(state, trail.door_shut(state.assurance, step.queue))
                     # The door stays shut whatever the flow says; the checker should have caught it.
                     step_id = self.flow.authentication.failure_route
                     if isinstance(self.flow.steps[step_id], EnqueueStep):
@@ -362,6 +371,8 @@ class Engine:
                 queue = self.flow.queue_of(step)
                 assert queue is not None  # _may_enter refuses an undeclared queue
                 attributes = task_attributes(state, step.queue, queue.requirement)
+                level = Assurance[str(attributes["assurance"])]
+                self._note(state, trail.enqueued(level, state.proofs, step.queue))
                 actions.append(Enqueue(step_id, step.queue, attributes))
                 state.step, state.ended, state.queue = step_id, True, step.queue
                 return actions
@@ -371,6 +382,8 @@ class Engine:
                 if fresh:
                     state.tries = 0
                 state.step = step_id
+                if fresh and isinstance(step, AuthenticateStep):
+                    self._note(state, trail.offered(state.assurance, step_id, step.method))
                 if isinstance(step, AuthenticateStep) and step.method in DELIVERED_METHODS:
                     return actions + self._deliver(state, step, fresh)
                 actions.append(self._ask(state, step_id, step))
@@ -409,6 +422,10 @@ class Engine:
         return queue.requirement.met(
             state.account is not None, state.proofs, attested(state.signals)
         )
+
+    def _note(self, state: CallState, notes: list[trail.Note]) -> None:
+        for event, detail in notes:
+            self.ports.note(state, event, **detail)
 
     def _end(self, state: CallState, step_id: str, actions: list[Action]) -> list[Action]:
         state.step, state.ended = step_id, True

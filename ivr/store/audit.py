@@ -1,22 +1,100 @@
-"""The audit stream: who tried which method, with what outcome, when. Never the secret."""
+"""The audit trail: who tried which method, with what outcome, when. Never the secret.
+
+Each event is one entry in the Redis stream `ivr:audit` (what `ivr audit` reads) and, with the
+same fields, one JSON object per line on the logger `ivr.audit`, so the trail also reaches
+whatever collects the process logs when Redis is trimmed or gone. Logs travel further than the
+stream, so the line masks the two personal values the stream holds in full: the calling number
+(its last four digits) and a matched account number (all but its last four).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from redis import Redis
 
+from ivr.auth.codes import UNMATCHED_PREFIX
 from ivr.flows.engine import CallState
 from ivr.store import keys
 
 MAX_EVENTS = 100_000
-FIELDS = frozenset({"event", "call_sid", "account", "caller", "method", "outcome", "detail"})
+FIELDS = frozenset(
+    {
+        "event",
+        "call_sid",
+        "account",
+        "caller",
+        "method",
+        "outcome",
+        "detail",
+        "queue",
+        "assurance",
+        "agent",
+        "role",
+        "ref",
+    }
+)
+LOGGER = "ivr.audit"
+_SHOWN = 4  # digits of a number or account a log line keeps
+_READ_BATCH = 500
+
+log = logging.getLogger(LOGGER)
+
+
+class _StderrLines(logging.Handler):
+    """Each record's message alone on a line of stderr: a JSON object, with no prefix that would
+    make the line something a log collector cannot parse.
+
+    It looks up `sys.stderr` at each line, as `logging.lastResort` does, so a stream swapped
+    after start-up (a test runner's capture, a daemonised process) is the one written to."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # pragma: no cover - logging must never break a call
+            self.handleError(record)
+
+
+def _json_lines() -> None:
+    """Give `ivr.audit` its own handler, once per process.
+
+    gunicorn and rq configure only their own loggers, so an INFO record of ours would reach no
+    handler there; and a line behind another handler's "[time] [pid] [INFO]" prefix is not JSON.
+    """
+    if not any(isinstance(h, _StderrLines) for h in log.handlers):
+        log.addHandler(_StderrLines())
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def log_line(entry: dict[str, str]) -> str:
+    """The JSON line of a stream entry: the same fields, the personal values masked."""
+    line = dict(entry)
+    if line.get("caller"):
+        line["caller"] = _masked_tail(line["caller"])
+    account = line.get("account", "")
+    if account and not account.startswith(UNMATCHED_PREFIX):
+        line["account"] = "*" * max(len(account) - _SHOWN, 0) + account[-_SHOWN:]
+    return json.dumps(line, separators=(",", ":"))
+
+
+def _masked_tail(value: str) -> str:
+    """Enough of a number to spot a range (country, area), not enough to dial it: its last
+    four digits hidden, wherever they are (`+1415555****`, `sip:+1415555****@pbx`)."""
+    digits = [i for i, c in enumerate(value) if c.isdigit()][-_SHOWN:]
+    return "".join("*" if i in digits else c for i, c in enumerate(value))
 
 
 class AuditLog:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        _json_lines()
 
     def record(self, event: str, **fields: str | None) -> None:
         unknown = set(fields) - FIELDS
@@ -26,11 +104,16 @@ class AuditLog:
         entry = {"event": event, "at": f"{time.time():.3f}"}
         entry.update({k: v for k, v in fields.items() if v is not None})
         self.redis.xadd(keys.AUDIT, entry, maxlen=MAX_EVENTS, approximate=True)
+        log.info(log_line(entry))
 
     def attempt(
         self, event: str, state: CallState, method: str, outcome: str, detail: str | None = None
     ) -> None:
-        """An authentication or delivery event of a call: who, which method, what happened.
+        """An authentication or delivery event of a call: who, which method, what happened."""
+        self.of_call(event, state, method=method, outcome=outcome, detail=detail)
+
+    def of_call(self, event: str, state: CallState, **fields: str | None) -> None:
+        """An event of the call in `state`, under its claim.
 
         `account` is the call's claim id: a matched account's number, or the keyed digest that
         stands for digits matching none, never those digits themselves (SECURITY 23).
@@ -40,9 +123,7 @@ class AuditLog:
             call_sid=state.call_sid,
             account=state.account or "",
             caller=state.caller,
-            method=method,
-            outcome=outcome,
-            detail=detail,
+            **fields,
         )
 
     def recent(self, count: int = 50) -> list[dict[str, Any]]:
@@ -50,3 +131,32 @@ class AuditLog:
             {k.decode(): v.decode() for k, v in values.items()}
             for _, values in self.redis.xrevrange(keys.AUDIT, count=count)
         ]
+
+    def search(
+        self,
+        wanted: Callable[[dict[str, str]], bool],
+        *,
+        since: float | None = None,
+        limit: int,
+    ) -> list[tuple[str, dict[str, str]]]:
+        """The newest `limit` events `wanted` accepts, at or after epoch `since`, oldest first,
+        each with its stream id."""
+        found: list[tuple[str, dict[str, str]]] = []
+        for entry_id, entry in self._newest_first(since):
+            if wanted(entry):
+                found.append((entry_id, entry))
+                if len(found) >= limit:
+                    break
+        return found[::-1]
+
+    def _newest_first(self, since: float | None) -> Iterator[tuple[str, dict[str, str]]]:
+        # Stream ids begin with the epoch milliseconds of the XADD, so `since` is an id range.
+        low = f"{int(since * 1000)}-0" if since is not None else "-"
+        high = "+"
+        while True:
+            batch = self.redis.xrevrange(keys.AUDIT, max=high, min=low, count=_READ_BATCH)
+            for raw_id, values in batch:
+                yield raw_id.decode(), {k.decode(): v.decode() for k, v in values.items()}
+            if len(batch) < _READ_BATCH:
+                return
+            high = "(" + batch[-1][0].decode()

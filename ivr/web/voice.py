@@ -131,15 +131,16 @@ def _start(
             return _twiml(apology(rt.settings.apology))
         # A call back is our own outbound call: it carries no PASSporT, so "absent" too.
         state.ref, state.signals = _ref(), attestation(_params().get("StirVerstat"))
-        reply = _reply(rt, state, first(state))
-        rt.sessions.save(state, START_SEQ, reply, lock)
         how = ["callback"] if state.called_back else []
+        # First on the call's trail: the flow's own events (a call back's "offered") follow.
         rt.audit.record(
             "call_started",
             call_sid=call_sid,
             caller=state.caller,
             detail=" ".join([*how, _signal_text(state.signals)]),  # e.g. "attestation=A"
         )
+        reply = _reply(rt, state, first(state))
+        rt.sessions.save(state, START_SEQ, reply, lock)
     log.info("call %s started", call_sid)
     return _twiml(reply)
 

@@ -335,6 +335,9 @@ class RefusingPorts:
     def request_callback(self, state: CallState, step: str) -> Any:
         return "unavailable"
 
+    def note(self, state: CallState, event: str, **fields: str) -> None:
+        pass
+
 
 class TestEngineRefusal:
     def test_a_refused_attempt_ends_authentication_by_the_failure_route(self) -> None:

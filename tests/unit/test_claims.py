@@ -356,6 +356,9 @@ class ClaimPorts:
     def request_callback(self, state: CallState, step: str) -> Delivery:  # pragma: no cover
         raise AssertionError("no callbacks in this flow")
 
+    def note(self, state: CallState, event: str, **fields: str) -> None:
+        pass
+
 
 def at_menu(ports: ClaimPorts, account: str = ALICE.account) -> tuple[Engine, CallState]:
     engine = Engine(REIDENTIFY, ports)

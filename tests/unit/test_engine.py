@@ -66,6 +66,7 @@ class FakePorts:
         self.verified: list[tuple[str | None, str, str | None]] = []
         self.looked_up: list[str] = []
         self.dropped: list[str | None] = []
+        self.notes: list[tuple[str, dict[str, str]]] = []
 
     def account_for_caller(self, caller: str) -> str | None:
         self.looked_up.append(caller)
@@ -83,6 +84,9 @@ class FakePorts:
         if answer is None or state.account is None:
             return False
         return self.secrets.get(state.account, {}).get(method) == answer
+
+    def note(self, state: CallState, event: str, **fields: str) -> None:
+        self.notes.append((event, fields))
 
 
 def unmatched(digits: str) -> str:

@@ -387,6 +387,9 @@ class Ports:
     def abandon_delivery(self, state: CallState, method: str) -> None:
         pass
 
+    def note(self, state: CallState, event: str, **fields: str) -> None:
+        pass
+
     def request_callback(self, state: CallState, step: str) -> str:
         return "queued"
 

@@ -303,12 +303,16 @@ class TestVerifierRecords:
         for _ in range(3):
             assert not verifier.verify(self.state(), "pin", "999999")
         assert not verifier.verify(self.state(), "pin", PIN)
-        assert [e["outcome"] for e in AuditLog(redis).recent()] == [
+        events = AuditLog(redis).recent()
+        assert [e["outcome"] for e in events if e["event"] == "authenticate"] == [
             "locked",
             "failure_locked_now",
             "failure",
             "failure",
         ]
+        assert [(e["method"], e["outcome"]) for e in events if e["event"] == "lockout"] == [
+            ("pin", "locked")
+        ]  # the attempt that reached the cap, once
         assert FailureCounter(redis).count("12345678", "pin") == 3
         # Another factor of the same account is unaffected.
         assert verifier.verify(self.state(), "passcode", PASSCODE)
