@@ -47,7 +47,7 @@ def _unavailable(error: Exception) -> Response:
     return _json(503, {"error": "the agent API is unavailable right now; try again shortly"})
 
 
-@bp.get("/<ref>")
+@bp.get("/<path:ref>")  # any path: a malformed reference is refused like the rest
 def read_call(ref: str) -> Response:
     rt = runtime()
     agent = rt.agents.authenticate(_bearer())
