@@ -29,7 +29,9 @@ from ivr.store.agents import AgentDirectory
 from ivr.store.customers import Customer
 from tests.support import audit_events, make_player, seed_customer, sign
 
-ACCOUNT, PHONE, PIN = "12345678", "+14155550100", "583920"
+ACCOUNT = "12345678"
+PHONE = "+14155550100"
+PIN = "583920"
 UNKNOWN_ACCOUNT = "55500555"
 CUSTOMER = dict(
     name="Ada Lovelace", address="12 St James's Square, London", email="ada@example.com"

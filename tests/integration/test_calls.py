@@ -662,7 +662,9 @@ class TestStatusCallback:
         assert status.status == 204
         assert status.body == ""
 
-    def test_status_callback_mid_call_changes_nothing(self, web, auth_token, customer, rdb) -> None:
+    def test_status_callback_mid_call_only_marks_the_call_over(
+        self, web, auth_token, customer, rdb
+    ) -> None:
         call_sid = new_call_sid()
         url = web.base_url + "/voice"
         params = call_params(call_sid)
@@ -680,5 +682,6 @@ class TestStatusCallback:
             assert reply.status_code == 204
             assert reply.content == b""
 
-        assert rdb.hgetall(f"ivr:call:{call_sid}") == before
+        # Only the `over` marker the agent API reads is added; the call's state is untouched.
+        assert rdb.hgetall(f"ivr:call:{call_sid}") == {**before, b"over": b"1"}
         assert audit_events(rdb) == audit_before

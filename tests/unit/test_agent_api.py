@@ -231,9 +231,13 @@ class TestAfterAuthentication:
         }
 
     def test_answers_are_never_cached(
-        self, client: FlaskClient, runtime: Runtime, customers: Any, tokens: dict[str, str],
+        self,
+        client: FlaskClient,
+        runtime: Runtime,
+        customers: Any,
+        tokens: dict[str, str],
         player: PlayerFactory,
-    ) -> None:  # fmt: skip
+    ) -> None:
         caller, _ = enqueued_call(player, client)
         response = read(client, ref_of(runtime, caller.call_sid), tokens["agent"])
         assert response.headers["Cache-Control"] == "no-store"
