@@ -13,6 +13,11 @@ def call_lock(call_sid: str) -> str:
     return f"{PREFIX}:call:{call_sid}:lock"
 
 
+def callref(ref: str) -> str:
+    """An agent's handle on a call: the opaque reference -> its CallSid."""
+    return f"{PREFIX}:callref:{ref}"
+
+
 def customer(account: str) -> str:
     return f"{PREFIX}:customer:{account}"
 
@@ -68,11 +73,6 @@ def abuse_alerted(window_key: str) -> str:
     return f"{window_key}:alerted"
 
 
-def callref(ref: str) -> str:
-    """The opaque call reference an agent or TaskRouter holds -> the call's CallSid."""
-    return f"{PREFIX}:callref:{ref}"
-
-
 def line_signals(call_sid: str) -> str:
     """Risk signals the worker found for the number on file of the call's claim."""
     return f"{PREFIX}:signals:{call_sid}"
@@ -81,3 +81,16 @@ def line_signals(call_sid: str) -> str:
 def lookup(number: str) -> str:
     """Twilio Lookup's answer for a number on file, cached."""
     return f"{PREFIX}:lookup:{number}"
+
+
+def agent(name: str) -> str:
+    """An agent's role, when it was made, and its token's digest (never the token)."""
+    return f"{PREFIX}:agent:{name}"
+
+
+def agent_token(digest: str) -> str:
+    """The token digest -> the agent's name, so a read costs one lookup."""
+    return f"{PREFIX}:agent-token:{digest}"
+
+
+AGENTS = f"{PREFIX}:agents"

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, g, request, url_for
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from ivr.auth.signals import attestation
@@ -179,7 +180,11 @@ def status() -> Response:
     log.info("call %s status %s", _params().get("CallSid", "?")[:40], call_status)
     call_sid = _call_sid()
     if call_sid is not None and call_status in OVER_STATUSES:
-        runtime().sessions.mark_over(call_sid)
+        try:
+            runtime().sessions.mark_over(call_sid)
+        except RedisError as exc:
+            # Twilio ignores the answer; the call's state expires with the session TTL.
+            log.warning("call %s: not marked over (%s)", call_sid, type(exc).__name__)
     return Response(status=204)
 
 

@@ -856,5 +856,6 @@ class TestStatusCallbacks:
         assert_card_services(result)
         status(player.call_sid, "completed")
         status(player.call_sid, "failed")
+        # Only the marker the agent API reads (`over`) is added: nothing of the call changes.
         assert seen == [(204, True)] * 3
         assert runtime.redis.hget(f"ivr:call:{player.call_sid}", "over") == b"1"
