@@ -34,10 +34,11 @@ def create_app(
     app.extensions[EXTENSION] = build_runtime(settings, redis, flow)
     guard_requests(app, settings)
 
-    from ivr.web import api, voice
+    from ivr.web import agent_page, api, voice
 
     app.register_blueprint(voice.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(agent_page.bp)
     logging.getLogger("ivr").setLevel(logging.INFO)
     return app
 
