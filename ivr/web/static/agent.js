@@ -64,7 +64,12 @@
   function clock(at) {
     const when = new Date(at);
     if (Number.isNaN(when.getTime())) return String(at);
-    return when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    return when.toLocaleTimeString([], {
+      hour: "2-digit",
+      minute: "2-digit",
+      second: "2-digit",
+      hourCycle: "h23",
+    });
   }
 
   function render(data) {
