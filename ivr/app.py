@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from redis import Redis
 
+from ivr.auth.agent_policy import AGENT_POLICY_FILE, AgentPolicy, load_agent_policy
 from ivr.errors import FlowDefinitionError, Problem, SettingsError
 from ivr.flows.checks import check_flow, errors
 from ivr.flows.loader import load_flow_with_marks
@@ -31,13 +33,15 @@ def create_app(
     app.config["IVR_SETTINGS"] = settings
     flow = load_checked_flow(settings)
     check_delivery_settings(flow, settings)
-    app.extensions[EXTENSION] = build_runtime(settings, redis, flow)
+    policy = agent_policy_for(settings)
+    app.extensions[EXTENSION] = build_runtime(settings, redis, flow, policy)
     guard_requests(app, settings)
 
-    from ivr.web import agent_page, api, voice
+    from ivr.web import agent_page, agents, api, voice
 
     app.register_blueprint(voice.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(agents.bp)
     app.register_blueprint(agent_page.bp)
     logging.getLogger("ivr").setLevel(logging.INFO)
     return app
@@ -64,6 +68,21 @@ def load_checked_flow(settings: Settings) -> Flow:
     if found:
         raise FlowDefinitionError(found)
     return flow
+
+
+def agent_policy_path(settings: Settings) -> Path:
+    return settings.agent_policy or settings.flows_dir / AGENT_POLICY_FILE
+
+
+def agent_policy_for(settings: Settings) -> AgentPolicy | None:
+    """The agent policy, checked; None when there is none at the default place (the agent API
+    then refuses every read). IVR_AGENT_POLICY naming a missing file stops the service."""
+    path = agent_policy_path(settings)
+    if settings.agent_policy is None and not path.exists():
+        return None
+    if not path.is_file():
+        raise SettingsError(f"IVR_AGENT_POLICY: {path} is not a file")
+    return load_agent_policy(path)
 
 
 # What each delivery backend needs, by the field of Settings that holds it.

@@ -375,7 +375,11 @@ def flows() -> None:
 @flows.command("check")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 def flows_check(paths: tuple[Path, ...]) -> None:
-    """Prove every flow safe: no queue reachable without authentication, no personal prompts."""
+    """Prove every flow safe: no queue reachable without authentication, no personal prompts.
+
+    The agent policy (agents.yaml) among them is checked as a policy."""
+    from ivr.auth.agent_policy import AGENT_POLICY_FILE, load_agent_policy
+    from ivr.errors import AgentPolicyError
     from ivr.flows.checks import check_flow
     from ivr.flows.loader import load_flow_with_marks
 
@@ -389,9 +393,13 @@ def flows_check(paths: tuple[Path, ...]) -> None:
     failed = 0
     for file in files:
         try:
-            flow, marks = load_flow_with_marks(file)
-            problems = check_flow(flow, marks, str(file))
-        except FlowDefinitionError as exc:
+            if file.name == AGENT_POLICY_FILE:
+                load_agent_policy(file)
+                problems = []
+            else:
+                flow, marks = load_flow_with_marks(file)
+                problems = check_flow(flow, marks, str(file))
+        except (FlowDefinitionError, AgentPolicyError) as exc:
             problems = exc.problems
         for problem in problems:
             click.echo(str(problem), err=problem.severity == "error")

@@ -65,3 +65,20 @@ class WeakSecretError(CustomerError):
 
 class AssuranceError(IvrError):
     """The engine was asked to open the door for a caller who has not proved enough."""
+
+
+class AgentError(IvrError):
+    """An agent cannot be added, rotated or removed as asked."""
+
+
+@dataclass
+class AgentPolicyError(IvrError):
+    """The agent policy file cannot be used; every problem found is listed, located."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)

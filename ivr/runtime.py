@@ -8,6 +8,7 @@ from flask import current_app
 from redis import Redis
 
 from ivr.auth.abuse import AbuseLimits
+from ivr.auth.agent_policy import AgentPolicy
 from ivr.auth.knowledge import SecretHasher
 from ivr.auth.possession import CodePolicy, Possession
 from ivr.auth.verifier import Verifier
@@ -15,6 +16,7 @@ from ivr.flows.engine import Engine
 from ivr.flows.schema import Flow
 from ivr.settings import Settings
 from ivr.store.abuse import AbuseGuard
+from ivr.store.agents import AgentDirectory
 from ivr.store.audit import AuditLog
 from ivr.store.counters import FailureCounter
 from ivr.store.customers import RedisCustomerDirectory
@@ -36,17 +38,23 @@ class Runtime:
     hasher: SecretHasher
     audit: AuditLog
     possession: Possession
+    counter: FailureCounter
+    agents: AgentDirectory
+    agent_policy: AgentPolicy | None  # None: no policy file, and the agent API refuses all
 
 
-def build_runtime(settings: Settings, redis: Redis, flow: Flow) -> Runtime:
+def build_runtime(
+    settings: Settings, redis: Redis, flow: Flow, agent_policy: AgentPolicy | None = None
+) -> Runtime:
     customers = RedisCustomerDirectory(redis)
     hasher = make_hasher(settings)
     audit = AuditLog(redis)
     possession = make_possession(settings, redis, customers, audit)
+    counter = FailureCounter(redis)
     verifier = Verifier(
         customers,
         hasher,
-        FailureCounter(redis),
+        counter,
         audit,
         settings.account_max_failures,
         possession,
@@ -63,6 +71,9 @@ def build_runtime(settings: Settings, redis: Redis, flow: Flow) -> Runtime:
         hasher=hasher,
         audit=audit,
         possession=possession,
+        counter=counter,
+        agents=AgentDirectory(redis),
+        agent_policy=agent_policy,
     )
 
 

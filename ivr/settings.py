@@ -166,6 +166,8 @@ class Settings(BaseSettings):
     )
     email_from: str | None = Field(default=None, validation_alias=_env("IVR_EMAIL_FROM"))
     brand: str = Field(default="Example Bank", max_length=40, validation_alias=_env("IVR_BRAND"))
+    # The agent API's allow-list (ivr.auth.agent_policy); unset: <IVR_FLOWS_DIR>/agents.yaml.
+    agent_policy: Path | None = Field(default=None, validation_alias=_env("IVR_AGENT_POLICY"))
 
     apology: str = Field(
         default="We are sorry, we cannot take your call right now. Please try again later, "

@@ -58,6 +58,10 @@ class CallState:
     # On a call back: the account whose number on file the worker called. The callback proof
     # holds for that account only, whatever the caller claims later in the call.
     called_back: str | None = None
+    ref: str = ""  # opaque call reference for agents (`ivr:callref:<ref>`), made at call start
+    proven_at: dict[str, float] = field(default_factory=dict)  # method -> epoch seconds
+    signals: dict[str, str] = field(default_factory=dict)  # risk signals, never factors
+    queue: str | None = None  # the queue the call was handed to
 
     @property
     def assurance(self) -> Assurance:
@@ -337,7 +341,7 @@ class Engine:
                 if step.say:
                     actions.append(Say(self._text(state, step.say)))
                 actions.append(Enqueue(step_id, step.queue))
-                state.step, state.ended = step_id, True
+                state.step, state.ended, state.queue = step_id, True, step.queue
                 return actions
             else:
                 assert isinstance(step, GatherOptions)

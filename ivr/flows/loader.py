@@ -38,17 +38,26 @@ def load_flow(path: str | Path) -> Flow:
 
 
 def load_flow_with_marks(path: str | Path) -> tuple[Flow, Marks]:
-    path = Path(path)
+    return parse_flow_with_marks(_read(Path(path)), str(path))
+
+
+def compose_file(path: str | Path, start_hint: str) -> tuple[Any, Marks]:
+    """Any other YAML file of ours (the agent policy) as plain data with the position of each
+    value, read and composed under the same bounds and refusals as a flow; `start_hint` says
+    how such a file begins, for an empty one."""
+    return _compose(_read(Path(path)), str(path), start_hint)
+
+
+def _read(path: Path) -> str:
     try:
         with path.open("rb") as file:
             raw = file.read(MAX_FLOW_BYTES + 1)  # never more, whatever the file is
         if len(raw) > MAX_FLOW_BYTES:
             raise FlowDefinitionError([_too_large(str(path))])
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         problem = Problem(str(path), None, None, "", f"cannot read: {exc}")
         raise FlowDefinitionError([problem]) from None
-    return parse_flow_with_marks(text, str(path))
 
 
 def _too_large(filename: str) -> Problem:
@@ -131,7 +140,7 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def _compose(text: str, filename: str) -> tuple[Any, Marks]:
+def _compose(text: str, filename: str, start_hint: str = "start with `name:`") -> tuple[Any, Marks]:
     try:
         node = yaml.compose(text, Loader=_BoundedLoader)
     except _Refused as exc:
@@ -152,9 +161,7 @@ def _compose(text: str, filename: str) -> tuple[Any, Marks]:
             [Problem(filename, None, None, "", f"invalid YAML: {exc}")]
         ) from None
     if node is None:
-        raise FlowDefinitionError(
-            [Problem(filename, 1, 1, "", "file is empty", "start with `name:`")]
-        )
+        raise FlowDefinitionError([Problem(filename, 1, 1, "", "file is empty", start_hint)])
     marks: Marks = {}
     problems: list[Problem] = []
     data = _plain(node, (), marks, problems, filename)

@@ -11,7 +11,9 @@ from ivr.flows.engine import CallState
 from ivr.store import keys
 
 MAX_EVENTS = 100_000
-FIELDS = frozenset({"event", "call_sid", "account", "caller", "method", "outcome", "detail"})
+FIELDS = frozenset(
+    {"event", "call_sid", "account", "caller", "method", "outcome", "detail", "agent", "role"}
+)
 
 
 class AuditLog:

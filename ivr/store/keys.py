@@ -13,6 +13,11 @@ def call_lock(call_sid: str) -> str:
     return f"{PREFIX}:call:{call_sid}:lock"
 
 
+def callref(ref: str) -> str:
+    """An agent's handle on a call: the opaque reference -> its CallSid."""
+    return f"{PREFIX}:callref:{ref}"
+
+
 def customer(account: str) -> str:
     return f"{PREFIX}:customer:{account}"
 
@@ -66,3 +71,16 @@ ABUSE_GLOBAL = f"{PREFIX}:abuse:global"
 def abuse_alerted(window_key: str) -> str:
     """Marks that an alert-only window has alerted, until the time it holds."""
     return f"{window_key}:alerted"
+
+
+def agent(name: str) -> str:
+    """An agent's role, when it was made, and its token's digest (never the token)."""
+    return f"{PREFIX}:agent:{name}"
+
+
+def agent_token(digest: str) -> str:
+    """The token digest -> the agent's name, so a read costs one lookup."""
+    return f"{PREFIX}:agent-token:{digest}"
+
+
+AGENTS = f"{PREFIX}:agents"

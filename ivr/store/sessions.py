@@ -89,5 +89,30 @@ class SessionStore:
             pipe.multi()
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, self.ttl)
+            if state.ref:  # lives exactly as long as the call it points at
+                pipe.set(keys.callref(state.ref), state.call_sid, ex=self.ttl)
 
         self.redis.transaction(write, *([lock.name] if lock is not None else []))
+
+    def by_ref(self, ref: str) -> CallState | None:
+        """The call an agent's reference points at, or None (unknown, or expired)."""
+        call_sid = self.redis.get(keys.callref(ref))
+        if call_sid is None:
+            return None
+        stored = self.load(call_sid.decode())
+        return stored.state if stored is not None and stored.state.ref == ref else None
+
+    def mark_over(self, call_sid: str) -> None:
+        """Twilio says the call has ended: agents may no longer read it. Only a call we hold
+        is marked (a stray status never creates a key), and nothing else in it changes."""
+        key = keys.call(call_sid)
+
+        def write(pipe: Pipeline) -> None:
+            if pipe.exists(key):
+                pipe.multi()
+                pipe.hset(key, "over", 1)
+
+        self.redis.transaction(write, key)
+
+    def is_over(self, call_sid: str) -> bool:
+        return self.redis.hget(keys.call(call_sid), "over") is not None

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import re
+import secrets
 from collections.abc import Callable
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, g, request, url_for
+from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from ivr.flows.engine import Action, CallerInput, CallState
@@ -118,6 +120,7 @@ def _start(
         state = new_state(call_sid)
         if state is None:
             return _twiml(apology(rt.settings.apology))
+        state.ref = state.ref or secrets.token_urlsafe(12)  # saved with the state, as callref
         reply = _reply(rt, state, first(state))
         rt.sessions.save(state, START_SEQ, reply, lock)
         rt.audit.record(
@@ -154,14 +157,22 @@ def _advance(step: str, handle: Callable[[Runtime, CallState], list[Action]]) ->
     return _twiml(reply)
 
 
+#: CallStatus values after which a call is over: agents may no longer read it.
+OVER_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+
+
 @bp.post("/status")
 def status() -> Response:
-    """Twilio's status callback: acknowledged, and it changes nothing."""
-    log.info(
-        "call %s status %s",
-        _params().get("CallSid", "?")[:40],
-        _params().get("CallStatus", "?")[:20],
-    )
+    """Twilio's status callback: a call that is over is marked so; nothing else changes."""
+    call_status = _params().get("CallStatus", "?")[:20]
+    log.info("call %s status %s", _params().get("CallSid", "?")[:40], call_status)
+    call_sid = _call_sid()
+    if call_sid is not None and call_status in OVER_STATUSES:
+        try:
+            runtime().sessions.mark_over(call_sid)
+        except RedisError as exc:
+            # Twilio ignores the answer; the call's state expires with the session TTL.
+            log.warning("call %s: not marked over (%s)", call_sid, type(exc).__name__)
     return Response(status=204)
 
 

@@ -389,6 +389,10 @@ class TestSessionStore:
             "holding",
             "waited",
             "called_back",
+            "ref",
+            "proven_at",
+            "signals",
+            "queue",
         }
 
     def test_lock_is_released_after_use(self, redis: Any) -> None:
