@@ -17,6 +17,17 @@
     service_code: "Service code from the website",
   };
 
+  // The profile fields in the order an agent reads them; any other field follows, as named.
+  const FIELDS = [
+    ["first_name", "First name"],
+    ["name", "Full name"],
+    ["account", "Account number"],
+    ["account_status", "Account status"],
+    ["phone", "Phone"],
+    ["email", "Email"],
+    ["address", "Address"],
+  ];
+
   const body = document.body;
   const pollMs = Number(body.dataset.pollMs) || 2000;
   const api = body.dataset.api;
@@ -57,13 +68,20 @@
   }
 
   function label(key) {
+    const known = FIELDS.find(([name]) => name === key);
+    if (known) return known[1];
     const words = String(key).replaceAll("_", " ");
     return words.charAt(0).toUpperCase() + words.slice(1);
   }
 
+  function rank(key) {
+    const at = FIELDS.findIndex(([name]) => name === key);
+    return at === -1 ? FIELDS.length : at;
+  }
+
   function clock(at) {
-    const when = new Date(at);
-    if (Number.isNaN(when.getTime())) return String(at);
+    const when = typeof at === "string" ? new Date(at) : null;
+    if (when === null || Number.isNaN(when.getTime())) return null;
     return when.toLocaleTimeString([], {
       hour: "2-digit",
       minute: "2-digit",
@@ -94,17 +112,21 @@
 
     const methods = (Array.isArray(data.methods) ? data.methods : []).map((proof) => {
       const item = document.createElement("li");
-      const name = METHODS[proof.method] || String(proof.method);
-      const time = document.createElement("time");
-      time.dateTime = String(proof.at);
-      time.textContent = clock(proof.at);
-      item.append(`${name} at `, time);
+      item.textContent = METHODS[proof.method] || String(proof.method);
+      const shown = clock(proof.at);
+      if (shown !== null) {
+        const time = document.createElement("time");
+        time.dateTime = proof.at;
+        time.textContent = shown;
+        item.append(" at ", time);
+      }
       return item;
     });
     $("methods").replaceChildren(...methods);
 
-    const fields = data.fields && typeof data.fields === "object" ? Object.entries(data.fields) : [];
-    const rows = fields.flatMap(([key, value]) => {
+    const given = data.fields && typeof data.fields === "object" ? Object.entries(data.fields) : [];
+    given.sort(([a], [b]) => rank(a) - rank(b));
+    const rows = given.flatMap(([key, value]) => {
       const term = document.createElement("dt");
       term.textContent = label(key);
       const detail = document.createElement("dd");
