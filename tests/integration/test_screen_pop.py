@@ -105,6 +105,7 @@ def worker(worker_factory, outbox_path):
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    expect.set_options(timeout=UPDATE_BOUND_MS)
     with launched_chromium() as launched:
         yield launched
 
