@@ -37,11 +37,12 @@ def create_app(
     app.extensions[EXTENSION] = build_runtime(settings, redis, flow, policy)
     guard_requests(app, settings)
 
-    from ivr.web import agents, api, voice
+    from ivr.web import agent_page, agents, api, voice
 
     app.register_blueprint(voice.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(agents.bp)
+    app.register_blueprint(agent_page.bp)
     logging.getLogger("ivr").setLevel(logging.INFO)
     return app
 

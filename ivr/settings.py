@@ -25,6 +25,11 @@ def _default_flows() -> Path:
 
 _HOST_NAME = re.compile(r"\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
 
+#: An origin a CSP frame-ancestors list may name: https, a host (any subdomain with `*.`), a port.
+_FRAME_ORIGIN = re.compile(
+    r"https://(\*\.)?" + _HOST_NAME.pattern.removeprefix(r"\.?") + r"(:[0-9]{1,5})?"
+)
+
 
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
@@ -185,6 +190,11 @@ class Settings(BaseSettings):
         "or sign in to our website. Goodbye.",
         validation_alias=_env("IVR_APOLOGY"),
     )
+    # Origins (besides our own) that may frame the agent page, e.g. the Flex or CRM host;
+    # space- or comma-separated in the environment.
+    agent_frame_ancestors: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), validation_alias=_env("IVR_AGENT_FRAME_ANCESTORS")
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -227,6 +237,23 @@ class Settings(BaseSettings):
                     ".example.com (any subdomain), comma-separated, with no scheme or port"
                 )
         return hosts
+
+    @field_validator("agent_frame_ancestors", mode="before")
+    @classmethod
+    def _frame_origins(cls, value: object) -> object:
+        names = value.replace(",", " ").split() if isinstance(value, str) else value
+        if not isinstance(names, list | tuple):
+            return value
+        origins = tuple(
+            str(name).strip().lower().rstrip("/") for name in names if str(name).strip()
+        )
+        for origin in origins:
+            if not _FRAME_ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an https origin; give origins like "
+                    "https://flex.twilio.com or https://*.crm.example.com, with no path"
+                )
+        return origins
 
 
 ENV_NAMES = {
