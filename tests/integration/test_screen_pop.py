@@ -389,14 +389,10 @@ class TestScreenPop:
         assert [value for value in (PHONE, "5550100", EMAIL) if value in text] == []
         page.screenshot(path=str(tmp_path / "screen-pop-specialist.png"), full_page=True)
 
-        # The `agent` role, on the same call at the same moment, sees at most its one-factor
-        # fields; with the queues of the flow declared it is refused outright, since card
+        # The `agent` role, on the same call at the same moment, is refused outright: card
         # services is no queue of its.
-        settled = agent.page.locator(
-            f"#status:text-is('{NOTHING_TO_SHOW}'), #assurance:text-is('Two factors')"
-        )
-        expect(settled).to_be_visible()
-        assert fields(agent.page) in ({}, {"First name": FIRST_NAME, "Account status": "active"})
+        expect(agent.page.locator("#status")).to_have_text(NOTHING_TO_SHOW)
+        assert fields(agent.page) == {}
         text = page_text(agent.page)
         assert [value for value in PERSONAL if value in text and value != FIRST_NAME] == []
         specialist.assert_no_script_errors()
@@ -413,12 +409,6 @@ class TestScreenPop:
         assert_shows_nothing_personal(screen.page)
         screen.assert_no_script_errors()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="LEAD: needs the `queues:` of helper 'queues' (card-services served by specialists "
-        "and supervisors); until it merges every role serves every queue. Remove this marker "
-        "after the merge: the test then passes, and XPASS(strict) fails until you do.",
-    )
     def test_an_agent_sees_no_call_of_card_services(
         self, web, worker, customer, tokens, live_call, contexts, outbox_path
     ) -> None:
