@@ -72,14 +72,13 @@ class Verifier:
 
     def drop_claim(self, state: CallState) -> None:
         self.possession.drop_claim(state)
-        if state.account is not None:  # a claim replaced, not the call's first
-            self.audit.record(
-                "claim_dropped",
-                call_sid=state.call_sid,
-                account=state.account,
-                caller=state.caller,
-                detail=",".join(state.proofs) or None,
-            )
+        self.audit.record(
+            "claim_dropped",
+            call_sid=state.call_sid,
+            account=state.account,
+            caller=state.caller,
+            detail=",".join(state.proofs) or None,
+        )
 
     def request_code(self, state: CallState, method: str, max_wait: int) -> Delivery:
         if self.abuse is not None and self.abuse.refused(state):

@@ -159,8 +159,8 @@ class Ports(Protocol):
         wrong prompt, say) are never stored. It must not take longer either way."""
 
     def drop_claim(self, state: CallState) -> None:
-        """The call is about to claim another account than `state.account`: void every send
-        still pending and every code issued for the old claim."""
+        """The call is about to replace its claim `state.account`: void every send still
+        pending and every code issued for it."""
 
     def verify(self, state: CallState, method: str, answer: str | None) -> bool:
         """Check `answer` for `method` against the claimed account, counting and auditing it.
@@ -252,7 +252,8 @@ class Engine:
         if claimed != state.account:
             # Proofs belong to the claim they were made for (SECURITY 28). The failures stay:
             # the per-call budget is the caller's, whichever account they claim.
-            self.ports.drop_claim(state)
+            if state.account is not None:
+                self.ports.drop_claim(state)
             state.proofs, state.holding, state.waited = [], False, 0
         state.account = claimed
         return self._enter(state, step.next, [])

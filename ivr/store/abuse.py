@@ -24,7 +24,8 @@ from ivr.auth.abuse import (
     alert_detail,
     alert_line,
     number_bucket,
-    number_verdict,
+    number_caps,
+    number_trip,
     over,
 )
 from ivr.flows.engine import CallState
@@ -32,6 +33,37 @@ from ivr.store import keys
 from ivr.store.audit import AuditLog
 
 log = logging.getLogger("ivr.abuse")
+
+# KEYS: the number's window, its refusal mark. ARGV: the entry, the account it tries, its score
+# (now), the oldest score still in the window (exclusive), the distinct-account cap (-1: none),
+# the failure cap, the mark's value (the end of a cool-down) and its TTL, the window's TTL.
+# Returns {-1, 0, 0} during a cool-down (nothing counted), {1, accounts, failures} when this
+# attempt goes over a cap (then it starts the cool-down, uncounted), else {0, ...} and the attempt
+# is counted: one step, so calls racing from one number cannot all slip past the limit.
+_ADMIT = """
+local refused_until = tonumber(redis.call('GET', KEYS[2]) or '0')
+if refused_until > tonumber(ARGV[3]) then
+  return {-1, 0, 0}
+end
+local entries = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[4], '+inf')
+local seen, accounts = {[ARGV[2]] = true}, 1
+for _, entry in ipairs(entries) do
+  local account = string.sub(entry, string.find(entry, '|', 1, true) + 1)
+  if not seen[account] then
+    seen[account], accounts = true, accounts + 1
+  end
+end
+local failures = #entries + 1
+local account_cap = tonumber(ARGV[5])
+if (account_cap >= 0 and accounts > account_cap) or failures > tonumber(ARGV[6]) then
+  redis.call('SET', KEYS[2], ARGV[7], 'EX', ARGV[8])
+  return {1, accounts, failures}
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[9])
+return {0, accounts, failures}
+"""
 
 
 @dataclass(frozen=True)
@@ -64,6 +96,7 @@ class AbuseGuard:
         self.limits = limits
         self.audit = audit
         self.clock = clock
+        self._admit = redis.register_script(_ADMIT)
 
     def admit(self, state: CallState) -> Admission | None:
         """Count this attempt against the calling number, or None: the number is refused.
@@ -74,27 +107,26 @@ class AbuseGuard:
         limits, now = self.limits, self.clock()
         bucket = number_bucket(state.caller)
         admission = Admission(bucket, secrets.token_hex(8), state.account or "")
-        window, mark = keys.abuse_number(admission.bucket), keys.abuse_refused(admission.bucket)
-
-        def attempt(pipe: Pipeline) -> tuple[bool, Trip | None]:
-            if _until(pipe.get(mark)) > now:
-                return False, None
-            entries = pipe.zrangebyscore(window, f"({now - limits.window}", "+inf")
-            tried = [entry.decode().split("|", 1)[1] for entry in entries]
-            trip = number_verdict(tried, admission.account, admission.bucket, limits)
-            pipe.multi()
-            if trip is not None:
-                pipe.set(mark, repr(now + limits.cooldown), ex=limits.cooldown)
-                return False, trip
-            pipe.zadd(window, {admission.entry: now})
-            pipe.zremrangebyscore(window, "-inf", now - limits.window)
-            pipe.expire(window, limits.window)
-            return True, None
-
-        admitted, trip = self.redis.transaction(attempt, window, mark, value_from_callable=True)
-        if trip is not None:
-            self._alert(trip, state, bucket=admission.bucket)
-        return admission if admitted else None
+        account_cap, failure_cap = number_caps(bucket, limits)
+        verdict, accounts, failures = self._admit(
+            keys=[keys.abuse_number(bucket), keys.abuse_refused(bucket)],
+            args=[
+                admission.entry,
+                admission.account,
+                repr(now),
+                repr(now - limits.window),
+                -1 if account_cap is None else account_cap,
+                failure_cap,
+                repr(now + limits.cooldown),
+                limits.cooldown,
+                limits.window,
+            ],
+        )
+        if verdict == 1:
+            trip = number_trip(accounts, failures, bucket, limits)
+            assert trip is not None  # the script applied the same caps
+            self._alert(trip, state, bucket=bucket)
+        return admission if verdict == 0 else None
 
     def release(self, admission: Admission) -> None:
         """Take back an attempt that was not a failure: a success, or a provider outage.

@@ -20,6 +20,19 @@ from ivr.store import keys
 DeliveryStatus = Literal["pending", "sent", "failed", "abandoned"]
 VERIFY_MARK = "verify"  # Twilio Verify holds the code; we only know one was sent
 
+# KEYS: the delivery records, then the code keys, as many of each. A record that is gone stays
+# gone (no half record for a job to misread); every code goes.
+_ABANDON = """
+local half = #KEYS / 2
+for i = 1, half do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('HSET', KEYS[i], 'status', 'abandoned')
+  end
+end
+redis.call('DEL', unpack(KEYS, half + 1))
+return 0
+"""
+
 
 @dataclass(frozen=True)
 class CallbackRef:
@@ -61,6 +74,7 @@ class CodeStore:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._abandon = redis.register_script(_ABANDON)
 
     def issue_otp(self, call_sid: str, method: str, issued: IssuedCode | str, ttl: int) -> None:
         """Replace any earlier code of this call and method (a resend voids the old code)."""
@@ -170,20 +184,12 @@ class CodeStore:
     def abandon(self, call_sid: str, *methods: str) -> None:
         """Void these sends of the call and their codes, whatever state they are in.
 
-        For when the caller has been told a send failed, or claims another account: one
-        transaction over the delivery records, so a job issuing a code at the same moment
-        either finishes first (and its code is deleted here) or finds its send abandoned.
+        For when the caller has been told a send failed, or claims another account: one script
+        over the delivery records, so a job issuing a code at the same moment either finishes
+        first (and its code is deleted here) or finds its send abandoned.
         """
         records = [keys.delivery(call_sid, m) for m in methods]
-
-        def update(pipe: Pipeline) -> None:
-            existing = [key for key in records if pipe.exists(key)]
-            pipe.multi()
-            for key in existing:
-                pipe.hset(key, "status", "abandoned")
-            pipe.delete(*(keys.otp(call_sid, m) for m in methods))
-
-        self.redis.transaction(update, *records)
+        self._abandon(keys=[*records, *(keys.otp(call_sid, m) for m in methods)])
 
     def _put(self, key: str, issued: IssuedCode | str, ttl: int) -> None:
         self.redis.set(key, _encode(issued), ex=ttl)

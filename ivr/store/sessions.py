@@ -14,14 +14,13 @@ anyway cannot save over the retry that took it over: `save` is fenced by the loc
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from redis import Redis
-from redis.client import Pipeline
 from redis.exceptions import LockError, RedisError
-from redis.lock import Lock
 
 from ivr.flows.engine import CallState
 from ivr.store import keys
@@ -36,6 +35,26 @@ class LockLost(RedisError):
     """This request held its call's lock longer than LOCK_TIMEOUT; another may now hold it."""
 
 
+# KEYS: the lock, the call; ARGV: the holder's token, the TTL, then the fields. Returns 0 (and
+# writes nothing) unless the lock still holds that token.
+_FENCED_SAVE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class CallLock:
+    """A request's hold on its call: the lock's key and the token it was taken with."""
+
+    name: str
+    token: bytes
+
+
 @dataclass(frozen=True)
 class Stored:
     state: CallState
@@ -47,17 +66,18 @@ class SessionStore:
     def __init__(self, redis: Redis, ttl: int) -> None:
         self.redis = redis
         self.ttl = ttl
+        self._save = redis.register_script(_FENCED_SAVE)
 
     @contextmanager
-    def locked(self, call_sid: str) -> Iterator[Lock]:
+    def locked(self, call_sid: str) -> Iterator[CallLock]:
         """One request of a call at a time, across every web process; give the lock to `save`."""
-        lock = self.redis.lock(
-            keys.call_lock(call_sid), timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT
-        )
-        if not lock.acquire():
+        name = keys.call_lock(call_sid)
+        lock = self.redis.lock(name, timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT)
+        token = secrets.token_hex(16).encode()
+        if not lock.acquire(token=token):
             raise TimeoutError("call is busy")
         try:
-            yield lock
+            yield CallLock(name, token)
         finally:
             try:
                 lock.release()
@@ -77,17 +97,12 @@ class SessionStore:
             reply.decode() if reply is not None else None,
         )
 
-    def save(self, state: CallState, reply_seq: int, reply: str, lock: Lock | None = None) -> None:
-        """Store `state` with the reply to request `reply_seq`; with the call's `lock`, only
-        while this request still holds it (else LockLost, and nothing is written)."""
-        key = keys.call(state.call_sid)
-        mapping = {"state": state.to_json(), "reply_seq": reply_seq, "reply": reply}
-
-        def write(pipe: Pipeline) -> None:
-            if lock is not None and pipe.get(lock.name) != lock.local.token:
-                raise LockLost(f"call {state.call_sid}: held longer than {LOCK_TIMEOUT} s")
-            pipe.multi()
-            pipe.hset(key, mapping=mapping)
-            pipe.expire(key, self.ttl)
-
-        self.redis.transaction(write, *([lock.name] if lock is not None else []))
+    def save(self, state: CallState, reply_seq: int, reply: str, lock: CallLock) -> None:
+        """Store `state` with the reply to request `reply_seq`, only while this request still
+        holds the call's `lock` (else LockLost, and nothing is written)."""
+        fields = ("state", state.to_json(), "reply_seq", reply_seq, "reply", reply)
+        saved = self._save(
+            keys=[lock.name, keys.call(state.call_sid)], args=[lock.token, self.ttl, *fields]
+        )
+        if not saved:
+            raise LockLost(f"call {state.call_sid}: held longer than {LOCK_TIMEOUT} s")

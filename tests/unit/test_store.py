@@ -336,17 +336,20 @@ class TestSessionStore:
     def test_save_sets_the_ttl(self, redis: Any) -> None:
         store = SessionStore(redis, 600)
         state = CallState(call_sid="CA" + "a" * 32, caller="+14155550100", step="identify")
-        store.save(state, -1, "<Response/>")
+        with store.locked(state.call_sid) as lock:
+            store.save(state, -1, "<Response/>", lock)
         ttl = redis.ttl(keys.call(state.call_sid))
         assert 0 < ttl <= 600
 
     def test_every_save_refreshes_the_ttl(self, redis: Any) -> None:
         store = SessionStore(redis, 600)
         state = CallState(call_sid="CA" + "a" * 32, caller="+1", step="identify")
-        store.save(state, -1, "<Response/>")
+        with store.locked(state.call_sid) as lock:
+            store.save(state, -1, "<Response/>", lock)
         redis.expire(keys.call(state.call_sid), 5)
         state.seq = 1
-        store.save(state, 0, "<Response/>")
+        with store.locked(state.call_sid) as lock:
+            store.save(state, 0, "<Response/>", lock)
         assert 5 < redis.ttl(keys.call(state.call_sid)) <= 600
 
     def test_round_trip(self, redis: Any) -> None:
@@ -361,7 +364,8 @@ class TestSessionStore:
             proofs=["pin"],
             failures=1,
         )
-        store.save(state, 3, "<Response><Hangup/></Response>")
+        with store.locked(state.call_sid) as lock:
+            store.save(state, 3, "<Response><Hangup/></Response>", lock)
         stored = store.load(state.call_sid)
         assert stored is not None
         assert stored.state == state
