@@ -42,7 +42,8 @@ def build_runtime(settings: Settings, redis: Redis, flow: Flow) -> Runtime:
     customers = RedisCustomerDirectory(redis)
     hasher = make_hasher(settings)
     audit = AuditLog(redis)
-    possession = make_possession(settings, redis, customers, audit)
+    abuse = make_abuse_guard(settings, redis, audit)
+    possession = make_possession(settings, redis, customers, audit, abuse)
     verifier = Verifier(
         customers,
         hasher,
@@ -50,7 +51,7 @@ def build_runtime(settings: Settings, redis: Redis, flow: Flow) -> Runtime:
         audit,
         settings.account_max_failures,
         possession,
-        abuse=make_abuse_guard(settings, redis, audit),
+        abuse=abuse,
         claim_key=claim_key(settings),
     )
     return Runtime(
@@ -67,7 +68,11 @@ def build_runtime(settings: Settings, redis: Redis, flow: Flow) -> Runtime:
 
 
 def make_possession(
-    settings: Settings, redis: Redis, customers: RedisCustomerDirectory, audit: AuditLog
+    settings: Settings,
+    redis: Redis,
+    customers: RedisCustomerDirectory,
+    audit: AuditLog,
+    abuse: AbuseGuard,
 ) -> Possession:
     policy = CodePolicy(
         key=settings.code_key,
@@ -85,7 +90,7 @@ def make_possession(
         if backend == "verify"
     }
     limiter = SendLimiter(redis, SendLimits.from_settings(settings))
-    return Possession(redis, customers, policy, limiter, audit, verify)
+    return Possession(redis, customers, policy, limiter, audit, abuse, verify)
 
 
 def make_abuse_guard(settings: Settings, redis: Redis, audit: AuditLog) -> AbuseGuard:

@@ -28,6 +28,8 @@ from rq.job import Job
 from twilio.request_validator import RequestValidator
 
 from ivr import simulator
+from ivr.runtime import make_abuse_guard
+from ivr.settings import load_settings
 from ivr.simulator import (
     CallPlayer,
     CallResult,
@@ -38,6 +40,8 @@ from ivr.simulator import (
     Reply,
     Transport,
 )
+from ivr.store.abuse import AbuseGuard
+from ivr.store.audit import AuditLog
 from ivr.store.customers import Customer, RedisCustomerDirectory
 
 #: Seconds: Twilio gives up on a webhook after 15 s, and each answer must be far inside that.
@@ -281,3 +285,20 @@ def pin_caller(account: str, *pins: str) -> InputSource:
         return None
 
     return answer
+
+
+# --------------------------------------------------------------------------------------------
+# Services built as the runtime builds them
+# --------------------------------------------------------------------------------------------
+
+
+def lax_abuse_guard(conn: Any, audit: AuditLog) -> AbuseGuard:
+    """An abuse guard as the runtime builds it, with limits no test of other rules reaches."""
+    settings = load_settings(
+        abuse_number_failures=1000,
+        abuse_number_accounts=100,
+        abuse_withheld_failures=10000,
+        abuse_account_numbers=100,
+        abuse_global_failures=1000000,
+    )
+    return make_abuse_guard(settings, conn, audit)

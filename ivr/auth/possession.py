@@ -33,6 +33,7 @@ from ivr.auth import codes
 from ivr.flows.engine import CallState, Delivery, DeliveryStatus, FactorUnavailable
 from ivr.flows.schema import DELIVERED_METHODS
 from ivr.processes import QUEUE
+from ivr.store.abuse import AbuseGuard
 from ivr.store.audit import AuditLog
 from ivr.store.codes import VERIFY_MARK, CallbackRef, CodeStore
 from ivr.store.customers import Customer, CustomerDirectory
@@ -77,6 +78,7 @@ class Possession:
         policy: CodePolicy,
         limiter: SendLimiter,
         audit: AuditLog,
+        abuse: AbuseGuard,
         verify: dict[str, TwilioVerify] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -86,6 +88,7 @@ class Possession:
         self.codes = CodeStore(redis)
         self.limiter = limiter
         self.audit = audit
+        self.abuse = abuse
         self.verify = verify or {}  # method -> Twilio Verify, where Twilio makes the code
         self.clock = clock
         self.queue = Queue(QUEUE, connection=redis)
@@ -208,9 +211,14 @@ class Possession:
         return ok and self.codes.consume_service_code(account)
 
     def _allowed(self, state: CallState, method: str, to: str | None) -> bool:
-        """Counts the send when every cap has room; audits which cap refused it, if one did.
+        """The one gate of every send: refused for a calling number in its abuse cool-down,
+        else counted when every cap has room; a refusal is audited as `send_capped` with its
+        reason (`abuse`, or the cap that refused it).
 
         The worker refunds a send it does not make: see `SendScopes.of` for what it needs."""
+        if self.abuse.refused(state):
+            self.audit.attempt("delivery", state, method, "send_capped", detail="abuse")
+            return False
         decision = self.limiter.allow(SendScopes.of(state.call_sid, state.account, method, to))
         if decision.capped:
             self.audit.attempt("delivery", state, method, "send_capped", detail=decision.capped)

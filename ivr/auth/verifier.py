@@ -81,8 +81,6 @@ class Verifier:
         )
 
     def request_code(self, state: CallState, method: str, max_wait: int) -> Delivery:
-        if self.abuse is not None and self.abuse.refused(state):
-            return "unavailable"  # a refused number gets nothing sent on its behalf
         return self.possession.request_code(state, method, max_wait)
 
     def delivery_status(self, state: CallState, method: str) -> DeliveryStatus:
@@ -92,8 +90,6 @@ class Verifier:
         self.possession.abandon_delivery(state, method)
 
     def request_callback(self, state: CallState, step: str) -> Delivery:
-        if self.abuse is not None and self.abuse.refused(state):
-            return "unavailable"
         return self.possession.request_callback(state, step)
 
     def verify(self, state: CallState, method: str, answer: str | None) -> bool:

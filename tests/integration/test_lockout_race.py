@@ -19,6 +19,7 @@ from ivr.settings import load_settings
 from ivr.store.audit import AuditLog
 from ivr.store.counters import FailureCounter
 from ivr.store.customers import Customer, RedisCustomerDirectory
+from tests.support import lax_abuse_guard
 
 ACCOUNT, PIN, CAP, CALLS = "12345678", "583920", 3, 20
 
@@ -31,7 +32,7 @@ def test_parallel_guesses_never_exceed_the_cap(rdb: redis.Redis, redis_url: str)
     settings = load_settings(code_key="race-test-code-key-0123")
     verifier = Verifier(
         directory, hasher, FailureCounter(rdb), audit, CAP,
-        make_possession(settings, rdb, directory, audit),
+        make_possession(settings, rdb, directory, audit, lax_abuse_guard(rdb, audit)),
     )  # fmt: skip
     guesses = [f"{n:06d}" for n in range(100000, 100000 + CALLS - 1)] + [PIN]
     random.Random(7).shuffle(guesses)

@@ -56,7 +56,7 @@ from tests.conftest import (
     make_app,
     run_jobs,
 )
-from tests.support import assert_not_in_redis, redis_contents
+from tests.support import assert_not_in_redis, lax_abuse_guard, redis_contents
 
 KEY = "k" * 32
 T0 = 1_800_000_000.0
@@ -190,6 +190,7 @@ def possession_with(
         policy,
         SendLimiter(redis, limits),
         AuditLog(redis),
+        lax_abuse_guard(redis, AuditLog(redis)),
         verify,
         clock=lambda: now[0],
     )

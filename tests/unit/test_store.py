@@ -18,6 +18,7 @@ from ivr.store.counters import FailureCounter
 from ivr.store.customers import Customer, RedisCustomerDirectory
 from ivr.store.send_caps import SendLimiter, SendLimits
 from ivr.store.sessions import LOCK_TIMEOUT, SessionStore
+from tests.support import lax_abuse_guard
 
 PIN = "583920"
 PASSCODE = "purpleelephant42"
@@ -38,7 +39,7 @@ def verifier(redis: Any, directory: RedisCustomerDirectory, hasher: SecretHasher
     audit = AuditLog(redis)
     policy = CodePolicy(key="k" * 32, digits=6, ttl=600, service_digits=8, service_ttl=86400)
     limiter = SendLimiter(redis, SendLimits(account=5, destination=5, prefix=100, window=600))
-    possession = Possession(redis, directory, policy, limiter, audit)
+    possession = Possession(redis, directory, policy, limiter, audit, lax_abuse_guard(redis, audit))
     return Verifier(directory, hasher, FailureCounter(redis), audit, 3, possession)
 
 
