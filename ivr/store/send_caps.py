@@ -122,7 +122,6 @@ class SendLimiter:
         self.redis = redis
         self.limits = limits
         self._take = redis.register_script(_TAKE)
-        self._refund = redis.register_script(_REFUND)
 
     def allow(self, scopes: SendScopes) -> SendDecision:
         """Count one send against every scope if each has room; otherwise count nothing."""
@@ -143,11 +142,12 @@ class SendLimiter:
         )
         return SendDecision(counted[refused - 1][0] if refused else None)
 
-    def refund(self, scopes: SendScopes) -> None:
-        """Hand back a send that was allowed but not made; the call scope keeps it."""
-        refunded = [("account", scopes.account)]
-        if scopes.destination:
-            refunded.append(("destination", scopes.destination))
-        if scopes.prefix:
-            refunded.append(("prefix", scopes.prefix))
-        self._refund(keys=[keys.sends(scope, value) for scope, value in refunded])
+
+def refund(redis: Redis, scopes: SendScopes) -> None:
+    """Hand back a send that was allowed but not made; the call scope keeps it."""
+    refunded = [("account", scopes.account)]
+    if scopes.destination:
+        refunded.append(("destination", scopes.destination))
+    if scopes.prefix:
+        refunded.append(("prefix", scopes.prefix))
+    redis.register_script(_REFUND)(keys=[keys.sends(scope, value) for scope, value in refunded])
