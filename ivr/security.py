@@ -86,7 +86,8 @@ def signed_params(request: Request, settings: Settings) -> dict[str, str]:
 
     403: no auth token, or a missing or wrong signature. 415: a body that is not urlencoded
     (a multipart body is not covered by the signature). 413: a body over MAX_BODY_BYTES.
-    400: a parameter given twice (Twilio never does; which copy a reader takes is a guess).
+    400: a signed request that gives a parameter twice (Twilio never does; which copy a reader
+    takes is a guess).
     """
     signature = request.headers.get(SIGNATURE_HEADER, "")
     if not settings.twilio_auth_token or not signature:
@@ -97,11 +98,9 @@ def signed_params(request: Request, settings: Settings) -> dict[str, str]:
     stream = request.stream
     if request.content_length is None and isinstance(stream, LimitedStream) and stream.is_exhausted:
         abort(413)  # chunked, and it reached the bound: werkzeug stops reading there, silently
-    repeated = sorted(name[:40] for name, values in form.lists() if len(values) > 1)
-    if repeated:
-        log.warning("refused a webhook that repeats parameter(s) %s", repeated[:5])
-        abort(400)
     url = public_url(request, settings.public_url)
+    # Every value of a repeated parameter counts in the signature (RequestValidator reads the
+    # MultiDict whole), so a forged request is a 403 whatever it repeats.
     if not RequestValidator(settings.twilio_auth_token).validate(url, form, signature):
         log.warning(
             "X-Twilio-Signature did not match; checked against %s (%s)",
@@ -109,6 +108,10 @@ def signed_params(request: Request, settings: Settings) -> dict[str, str]:
             _likely_cause(request, settings),
         )
         abort(403)
+    repeated = sorted(name[:40] for name, values in form.lists() if len(values) > 1)
+    if repeated:
+        log.warning("refused a webhook that repeats parameter(s) %s", repeated[:5])
+        abort(400)
     return form.to_dict()
 
 
