@@ -393,7 +393,8 @@ class TestEngineClaims:
         )
         assert state.failures == 1
 
-    def test_the_same_claim_again_keeps_its_proofs(self) -> None:
+    def test_the_same_claim_again_drops_its_proofs(self) -> None:
+        """As the flow checker reasons: after any identify, nothing is proved."""
         ports = ClaimPorts()
         engine, state = at_menu(ports)
         engine.answer(state, CallerInput(digits="2"))
@@ -402,8 +403,9 @@ class TestEngineClaims:
         engine.answer(state, CallerInput(digits="9"))
         ports.calls.clear()
         engine.answer(state, CallerInput(digits=ALICE.account))
-        assert ports.calls == []
-        assert state.proofs == ["pin"]
+        assert ("drop_claim", ALICE.account, "") in ports.calls
+        assert state.proofs == []
+        assert state.assurance == Assurance.identified
 
     def test_a_code_is_asked_for_with_the_steps_max_wait(self) -> None:
         ports = ClaimPorts()
