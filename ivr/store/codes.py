@@ -17,7 +17,7 @@ from redis.client import Pipeline
 from ivr.auth.codes import IssuedCode
 from ivr.store import keys
 
-DeliveryStatus = Literal["pending", "sent", "failed", "abandoned"]
+DeliveryState = Literal["pending", "sent", "failed", "abandoned"]
 VERIFY_MARK = "verify"  # Twilio Verify holds the code; we only know one was sent
 
 # KEYS: the delivery records, then the code keys, as many of each. A record that is gone stays
@@ -55,7 +55,7 @@ class DeliveryRecord:
     """
 
     nonce: str
-    status: DeliveryStatus
+    status: DeliveryState
     claim: str  # the account claimed when the send was asked for: the code is bound to it
     deadline: float  # epoch seconds; from then on the send is refused (the caller gave up)
     callback: CallbackRef | None = None
@@ -110,11 +110,11 @@ class CodeStore:
     ) -> None:
         """A new send for this call and method; any earlier one still running is superseded.
 
-        Each send's claim stays beside the current one (`claim:<nonce>`; a call makes only a few
-        sends), so a superseded job that never sent can hand back what it was counted against.
+        Every send's claim stays in the record (`claim:<nonce>`; a call makes only a few sends),
+        so a superseded job that never sent can hand back what it was counted against.
         """
         key = keys.delivery(call_sid, method)
-        fields = {"status": "pending", "nonce": nonce, "claim": claim, "deadline": repr(deadline)}
+        fields = {"status": "pending", "nonce": nonce, "deadline": repr(deadline)}
         fields[f"claim:{nonce}"] = claim
         if callback is not None:
             fields["callback"] = json.dumps(asdict(callback))
@@ -132,9 +132,9 @@ class CodeStore:
     def delivery_record(self, call_sid: str, method: str) -> DeliveryRecord | None:
         return _record(self.redis.hgetall(keys.delivery(call_sid, method)))
 
-    def delivery(self, call_sid: str, method: str) -> DeliveryStatus | None:
-        record = self.delivery_record(call_sid, method)
-        return record.status if record else None
+    def delivery(self, call_sid: str, method: str) -> DeliveryState | None:
+        raw = self.redis.hget(keys.delivery(call_sid, method), "status")
+        return raw.decode() if raw is not None else None  # type: ignore[return-value]
 
     def pending(self, call_sid: str, method: str, nonce: str, now: float) -> DeliveryRecord | None:
         """The send `nonce`, if it is still the current one, pending and within its deadline."""
@@ -148,7 +148,7 @@ class CodeStore:
         nonce: str,
         ttl: int,
         *,
-        status: DeliveryStatus | None = None,
+        status: DeliveryState | None = None,
         issue: IssuedCode | str | None = None,
         void: bool = False,
         now: float | None = None,
@@ -213,7 +213,7 @@ def _record(raw: dict[bytes, bytes]) -> DeliveryRecord | None:
         return DeliveryRecord(
             nonce=values["nonce"],
             status=values["status"],  # type: ignore[arg-type]
-            claim=values["claim"],
+            claim=values[f"claim:{values['nonce']}"],
             deadline=float(values["deadline"]),
             callback=CallbackRef(**json.loads(callback)) if callback else None,
         )
