@@ -31,8 +31,6 @@ WEBHOOK_MIMETYPE = "application/x-www-form-urlencoded"
 #: webhook is about 2 KB (a long SpeechResult adds a few KB); the service-code API's JSON is
 #: a few dozen bytes.
 MAX_BODY_BYTES = 64 * 1024
-#: Twilio sends about 40 parameters at most; only multipart counts parts, and it is refused.
-MAX_FORM_PARTS = 100
 #: Served when neither IVR_ALLOWED_HOSTS nor IVR_PUBLIC_URL names the service: a development
 #: machine. No signature made for a public webhook URL validates against a loopback URL.
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
@@ -52,9 +50,7 @@ def allowed_hosts(settings: Settings) -> list[str]:
 def guard_requests(app: Flask, settings: Settings) -> None:
     """Bound every request of `app` before it is read and refuse foreign hosts, on every route."""
     app.config.update(
-        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
-        MAX_FORM_MEMORY_SIZE=MAX_BODY_BYTES,
-        MAX_FORM_PARTS=MAX_FORM_PARTS,
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # the only bound that counts: see `signed_params`
         TRUSTED_HOSTS=allowed_hosts(settings),
     )
     trust_proxies(app, settings.proxy_hops)

@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
@@ -144,26 +145,29 @@ class AbuseGuard:
             self.release(admission)
             return
         limits, now = self.limits, self.clock()
-        # (pattern, window, member, limit, the account an alert names)
+        # (pattern, window, its alert mark, member, limit, the account an alert names)
         watched = [
-            (Pattern.GLOBAL_FAILURES, keys.ABUSE_GLOBAL, admission.attempt,
-             limits.global_failures, None),
+            (Pattern.GLOBAL_FAILURES, keys.ABUSE_GLOBAL, keys.ABUSE_GLOBAL_ALERTED,
+             admission.attempt, limits.global_failures, None),
         ]  # fmt: skip
         if customer is not None:
             watched.append(
-                (Pattern.ACCOUNT_NUMBERS, keys.abuse_account(customer), admission.bucket,
-                 limits.account_numbers, customer)
+                (Pattern.ACCOUNT_NUMBERS, keys.abuse_account(customer),
+                 keys.abuse_account_alerted(customer), admission.bucket, limits.account_numbers,
+                 customer)
             )  # fmt: skip
         pipe = self.redis.pipeline()
-        for _, window, member, limit, _ in watched:
-            _slide(pipe, window, member, now, limit + 1, limits.window, keys.abuse_alerted(window))
+        reads = [
+            _slide(pipe, window, member, now, limit + 1, limits.window, mark)
+            for _, window, mark, member, limit, _ in watched
+        ]
         replies = pipe.execute()
-        for n, (pattern, window, _, limit, account) in enumerate(watched):
-            group = replies[n * _GROUP : (n + 1) * _GROUP]
-            trip = over(pattern, group[_COUNT], limit, limits.window)
-            if trip is None or _until(group[_MARK]) > now:
+        for read, (pattern, _, mark, _, limit, account) in zip(reads, watched, strict=True):
+            count, alerted = read(replies)
+            trip = over(pattern, count, limit, limits.window)
+            if trip is None or _until(alerted) > now:
                 continue  # under the limit, or already alerted in this window: no round trip
-            if self._claim(keys.abuse_alerted(window), now):
+            if self._claim(mark, now):
                 self._alert(trip, state, account=account)
 
     def refused(self, state: CallState) -> bool:
@@ -200,20 +204,21 @@ class AbuseGuard:
         )
 
 
-# One window update, six commands: add, trim by age, keep the newest `keep` entries (the limit
-# and one more tell "over the limit"), count, let the set expire with the window, read the mark.
-_GROUP, _COUNT, _MARK = 6, 3, 5
-
-
 def _slide(
     pipe: Pipeline, key: str, member: str, now: float, keep: int, window: int, mark: str
-) -> None:
+) -> Callable[[list[Any]], tuple[int, bytes | None]]:
+    """Queue one window update: add, trim by age, keep the newest `keep` entries (the limit and
+    one more tell "over the limit"), count, let the set expire with the window, read the mark.
+    Returns how to read the count and the mark from the pipeline's replies."""
     pipe.zadd(key, {member: now})
     pipe.zremrangebyscore(key, "-inf", now - window)
     pipe.zremrangebyrank(key, 0, -(keep + 1))
+    count = len(pipe)
     pipe.zcard(key)
     pipe.expire(key, window)
+    alerted = len(pipe)
     pipe.get(mark)
+    return lambda replies: (replies[count], replies[alerted])
 
 
 def _until(raw: bytes | None) -> float:
