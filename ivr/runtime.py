@@ -89,12 +89,27 @@ def make_possession(
         )
         if backend == "verify"
     }
-    limiter = SendLimiter(redis, SendLimits.from_settings(settings))
+    limiter = SendLimiter(redis, send_limits(settings))
     return Possession(redis, customers, policy, limiter, audit, abuse, verify)
 
 
 def make_abuse_guard(settings: Settings, redis: Redis, audit: AuditLog) -> AbuseGuard:
-    limits = AbuseLimits(
+    return AbuseGuard(redis, abuse_limits(settings), audit)
+
+
+def send_limits(settings: Settings) -> SendLimits:
+    return SendLimits(
+        account=settings.send_limit_account,
+        destination=settings.send_limit_destination,
+        prefix=settings.send_limit_prefix,
+        window=settings.send_window,
+        per_call=settings.code_requests_per_call,
+        call_window=settings.session_ttl,
+    )
+
+
+def abuse_limits(settings: Settings) -> AbuseLimits:
+    return AbuseLimits(
         window=settings.abuse_window,
         cooldown=settings.abuse_cooldown,
         number_failures=settings.abuse_number_failures,
@@ -103,7 +118,6 @@ def make_abuse_guard(settings: Settings, redis: Redis, audit: AuditLog) -> Abuse
         account_numbers=settings.abuse_account_numbers,
         global_failures=settings.abuse_global_failures,
     )
-    return AbuseGuard(redis, limits, audit)
 
 
 def claim_key(settings: Settings) -> str | None:

@@ -44,7 +44,7 @@ class Verifier:
         audit: AuditLog,
         max_account_failures: int,
         possession: Possession,
-        abuse: AbuseGuard | None = None,  # None: no abuse limits (tests of other rules)
+        abuse: AbuseGuard,
         claim_key: str | None = None,
     ) -> None:
         self.directory = directory
@@ -93,9 +93,8 @@ class Verifier:
         return self.possession.request_callback(state, step)
 
     def verify(self, state: CallState, method: str, answer: str | None) -> bool:
-        guard = self.abuse
-        admission = guard.admit(state) if guard is not None else None
-        if guard is not None and admission is None:
+        admission = self.abuse.admit(state)
+        if admission is None:
             # Refused before anything is looked up, hashed or counted.
             self.audit.attempt("authenticate", state, method, "refused", factor_of(method).value)
             raise AuthenticationRefused
@@ -113,8 +112,7 @@ class Verifier:
         except FactorUnavailable:
             if customer is not None:
                 self.counter.undo(customer.account, method)  # the provider failed, not the caller
-            if guard is not None and admission is not None:
-                guard.release(admission)
+            self.abuse.release(admission)
             self.audit.attempt(
                 "authenticate", state, method, "unavailable", factor_of(method).value
             )
@@ -131,8 +129,7 @@ class Verifier:
             at_cap = attempt == self.max_account_failures
             outcome = "failure_locked_now" if at_cap else "failure"
         self.audit.attempt("authenticate", state, method, outcome, factor_of(method).value)
-        if guard is not None and admission is not None:
-            guard.settle(admission, state, not matched, customer.account if customer else None)
+        self.abuse.settle(admission, state, not matched, customer.account if customer else None)
         return matched
 
     def _matches(

@@ -28,7 +28,6 @@ from typing import Literal
 from redis import Redis
 
 from ivr.auth.codes import country_prefix
-from ivr.settings import Settings
 from ivr.store import keys
 
 CapName = Literal["call", "account", "destination", "prefix"]
@@ -67,19 +66,8 @@ class SendLimits:
     destination: int
     prefix: int
     window: int
-    per_call: int = 3
-    call_window: int = 3600  # as long as a call's state lives
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SendLimits:
-        return cls(
-            account=settings.send_limit_account,
-            destination=settings.send_limit_destination,
-            prefix=settings.send_limit_prefix,
-            window=settings.send_window,
-            per_call=settings.code_requests_per_call,
-            call_window=settings.session_ttl,
-        )
+    per_call: int
+    call_window: int  # as long as a call's state lives
 
 
 @dataclass(frozen=True)

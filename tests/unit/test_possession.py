@@ -68,7 +68,7 @@ SID_B = "CA" + "cd" * 16
 CALLER = "+15005550006"  # calls from a number that is not on file for anyone
 UNKNOWN_ACCOUNT = "99999999"
 CODE_IN_SMS = re.compile(r"your verification code is ([0-9]+)\.")
-LIMITS = SendLimits(account=5, destination=5, prefix=200, window=600)
+LIMITS = SendLimits(account=5, destination=5, prefix=200, window=600, per_call=3, call_window=3600)
 
 
 # -- helpers ---------------------------------------------------------------------------------

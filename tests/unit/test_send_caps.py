@@ -20,7 +20,7 @@ from ivr.errors import SettingsError
 from ivr.flows.engine import CallState
 from ivr.outbox import Outbox
 from ivr.processes import QUEUE
-from ivr.runtime import Runtime
+from ivr.runtime import Runtime, send_limits
 from ivr.settings import load_settings
 from ivr.store import keys
 from ivr.store.send_caps import SendLimiter, SendLimits, SendScopes, refund
@@ -95,7 +95,7 @@ class TestLimiter:
         assert limiter.allow(scopes(account="22222222", to="+35312345678"))
 
     def test_caps_per_call(self, redis: Any) -> None:
-        limiter = SendLimiter(redis, SendLimits(5, 5, 200, 600, per_call=2))
+        limiter = SendLimiter(redis, SendLimits(5, 5, 200, 600, per_call=2, call_window=3600))
         results = [
             limiter.allow(scopes(account=f"1111111{i}", to=f"+1415555010{i}")).capped
             for i in range(3)
@@ -218,7 +218,7 @@ class TestRequests:
         assert possession.request_code(asking(call_sid=sid(1)), "sms_otp") == "queued"
 
     def test_the_bound_is_a_setting(self, redis: Any) -> None:
-        limits = SendLimits.from_settings(load_settings(code_requests_per_call=1))
+        limits = send_limits(load_settings(code_requests_per_call=1))
         limiter = SendLimiter(redis, limits)
         assert [limiter.allow(scopes()).capped for _ in range(2)] == [None, "call"]
 
@@ -356,7 +356,7 @@ class TestRefunds:
 class TestSettings:
     def test_the_limits_come_from_the_settings(self) -> None:
         settings = load_settings(code_requests_per_call=2, session_ttl=1800)
-        limits = SendLimits.from_settings(settings)
+        limits = send_limits(settings)
         assert (limits.per_call, limits.call_window) == (2, 1800)
         assert (limits.account, limits.destination, limits.prefix, limits.window) == (
             5,

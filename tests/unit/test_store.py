@@ -38,9 +38,13 @@ def directory(redis: Any) -> RedisCustomerDirectory:
 def verifier(redis: Any, directory: RedisCustomerDirectory, hasher: SecretHasher) -> Verifier:
     audit = AuditLog(redis)
     policy = CodePolicy(key="k" * 32, digits=6, ttl=600, service_digits=8, service_ttl=86400)
-    limiter = SendLimiter(redis, SendLimits(account=5, destination=5, prefix=100, window=600))
-    possession = Possession(redis, directory, policy, limiter, audit, lax_abuse_guard(redis, audit))
-    return Verifier(directory, hasher, FailureCounter(redis), audit, 3, possession)
+    limiter = SendLimiter(
+        redis,
+        SendLimits(account=5, destination=5, prefix=100, window=600, per_call=3, call_window=3600),
+    )
+    abuse = lax_abuse_guard(redis, audit)
+    possession = Possession(redis, directory, policy, limiter, audit, abuse)
+    return Verifier(directory, hasher, FailureCounter(redis), audit, 3, possession, abuse)
 
 
 def alice(**changes: Any) -> Customer:
