@@ -6,14 +6,14 @@ argon2 work either way, so a caller cannot tell them apart. Each of them also co
 calling number's abuse limits; a number over them is refused before anything is checked.
 
 It also turns what a caller keys at `identify` into the call's claim id: the account number
-when it is on file, else a keyed digest (`ivr.auth.codes.unmatched_claim`) under the server's
+when it is on file, else a keyed digest (`ivr.auth.claims.unmatched_claim`) under the server's
 claim key, so the digits of a non-match rest nowhere (call state, audit, send caps, jobs).
 """
 
 from __future__ import annotations
 
 from ivr.assurance import factor_of
-from ivr.auth import codes
+from ivr.auth import claims
 from ivr.auth.knowledge import SecretHasher
 from ivr.auth.possession import Possession
 from ivr.flows.engine import (
@@ -66,7 +66,7 @@ class Verifier:
             raise RuntimeError(
                 "no key for claim digests: set IVR_CODE_KEY (or IVR_PEPPER, TWILIO_AUTH_TOKEN)"
             )
-        unmatched = codes.unmatched_claim(self.claim_key, digits)  # always: same work either way
+        unmatched = claims.unmatched_claim(self.claim_key, digits)  # always: same work either way
         customer = self.directory.get(digits)
         return customer.account if customer is not None else unmatched
 

@@ -24,7 +24,7 @@ import pytest
 from flask import Flask
 
 from ivr.assurance import Assurance
-from ivr.auth import codes
+from ivr.auth import claims, codes
 from ivr.auth.verifier import Verifier
 from ivr.flows.checks import check_flow, errors
 from ivr.flows.engine import (
@@ -500,12 +500,12 @@ class TestClaimIds:
     KEY = "claim-key-0123456789abcdef"
 
     def test_unmatched_claims_are_keyed_digests(self) -> None:
-        claim = codes.unmatched_claim(self.KEY, "31415926")
+        claim = claims.unmatched_claim(self.KEY, "31415926")
         assert claim.startswith("unmatched-") and "31415926" not in claim
         assert not claim.isdigit()
-        assert claim == codes.unmatched_claim(self.KEY, "31415926")  # stable: one scope
-        assert claim != codes.unmatched_claim(self.KEY, "31415927")
-        assert claim != codes.unmatched_claim("another-key-0123456789", "31415926")
+        assert claim == claims.unmatched_claim(self.KEY, "31415926")  # stable: one scope
+        assert claim != claims.unmatched_claim(self.KEY, "31415927")
+        assert claim != claims.unmatched_claim("another-key-0123456789", "31415926")
         plain = hashlib.sha256(b"31415926").hexdigest()
         assert plain[:32] not in claim  # keyed, not a bare hash anyone can enumerate
 
@@ -516,7 +516,7 @@ class TestClaimIds:
         assert isinstance(verifier, Verifier)
         assert verifier.claim(ALICE.account) == ALICE.account
         key = runtime.settings.code_key or ""
-        assert verifier.claim(UNKNOWN) == codes.unmatched_claim(key, UNKNOWN)
+        assert verifier.claim(UNKNOWN) == claims.unmatched_claim(key, UNKNOWN)
 
     def test_without_a_key_a_typed_claim_fails_closed(
         self, runtime: Runtime, customers: dict[str, DemoCustomer]
