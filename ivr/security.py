@@ -3,7 +3,7 @@
 Checked with twilio's own RequestValidator against the URL Twilio used, which behind a
 TLS-terminating proxy is the public https URL, not the one this process sees. A signature is only
 worth the URL it is checked against, so the host that URL is built from must be one of ours
-(`allowed_hosts`), and forwarded headers count only for the configured number of proxies.
+(`served_hosts`), and forwarded headers count only for the configured number of proxies.
 
 Twilio signs the URL and the urlencoded POST parameters, nothing else: a webhook's parameters are
 read from that body alone, once (`signed_params`), after the body was bounded and refused if it
@@ -38,7 +38,7 @@ _FORWARDED = ("Forwarded", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
-def allowed_hosts(settings: Settings) -> list[str]:
+def served_hosts(settings: Settings) -> list[str]:
     """Host names requests may be addressed to: IVR_ALLOWED_HOSTS (else the loopback names),
     plus the host of IVR_PUBLIC_URL. Never empty: Flask reads an empty list as "any host"."""
     hosts = list(settings.allowed_hosts or LOOPBACK_HOSTS)
@@ -51,7 +51,7 @@ def guard_requests(app: Flask, settings: Settings) -> None:
     """Bound every request of `app` before it is read and refuse foreign hosts, on every route."""
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # the only bound that counts: see `signed_params`
-        TRUSTED_HOSTS=allowed_hosts(settings),
+        TRUSTED_HOSTS=served_hosts(settings),
     )
     trust_proxies(app, settings.proxy_hops)
     app.register_error_handler(SecurityError, _foreign_host)

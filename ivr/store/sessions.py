@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
+from ivr.errors import IvrError
 from ivr.flows.engine import CallState
 from ivr.store import keys
 
@@ -31,7 +32,7 @@ LOCK_TIMEOUT = 3  # one Redis command at its 2 s timeout, plus the rest of a req
 LOCK_WAIT = LOCK_TIMEOUT + 1  # outlasts a dead holder's lock; far inside Twilio's 15 s
 
 
-class LockLost(RedisError):
+class LockLost(IvrError):
     """This request held its call's lock longer than LOCK_TIMEOUT; another may now hold it."""
 
 
