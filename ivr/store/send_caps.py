@@ -1,23 +1,11 @@
 """Send caps: how many codes and call backs may go out, per call, account, destination, prefix.
 
 A send costs money and reaches a person, so it is capped before it is queued (SMS pumping,
-SECURITY 14). Only sends that happen are counted (SECURITY 30): a request one cap refuses counts
-against none of them, and a send the worker ends up not making (a permanent failure, a stale or
-superseded job) is handed back with `refund`. Otherwise one caller capped on their own account
-could keep pressing "text me" and use up the budget of their whole country prefix.
-
-Known and unknown accounts are counted alike, so a refusal tells a caller nothing:
-
-- the call and account scopes count every allowed request, for the claimed account id whether or
-  not it exists; a request for an account with no destination "sends" nothing, but the caller
-  is told a code is on its way, so it counts as a send (refunded only when superseded, as a
-  customer's is);
-- the destination and prefix scopes count only real destinations on file: they are shared by
-  customers, and an unknown account has no destination to share. Settings keep both at or
-  above the account cap, so a lone account is never refused by them sooner than by its own.
-
-Each window opens with its first counted send. The call scope is not refunded: it bounds what
-one call may ask for, whatever became of the sends.
+SECURITY 14), and only sends that happen are counted (SECURITY 30): one request counts against
+every scope or none, and a send the worker does not make is handed back (`refund`). Known and
+unknown accounts are counted alike so a refusal tells a caller nothing; the destination and
+prefix scopes, shared by customers, count only real destinations on file. The call scope is never
+refunded: it bounds what one call may ask for. The README's "Send caps" paragraph has the rules.
 """
 
 from __future__ import annotations

@@ -3,12 +3,9 @@
 With each state the reply to the request that produced it is kept: Twilio retries a request it
 got no answer to, and the retry must get the same answer rather than count a second attempt.
 
-One request of a call runs at a time, under a lock whose life is one request's: the work under
-it is a few Redis commands (each gives up after 2 s, `runtime.connect_redis`) and at most one
-argon2 check (~25 ms), so a request that still holds it after LOCK_TIMEOUT has died (a killed
-worker, a Redis freeze that ate the release). Twilio's retry then waits at most LOCK_TIMEOUT
-for it, well inside Twilio's 15 s, and is served normally. A request that outlived its lock
-anyway cannot save over the retry that took it over: `save` is fenced by the lock.
+One request of a call runs at a time, under a lock whose life is one request's (LOCK_TIMEOUT),
+so Twilio's retry behind a dead holder is still served inside Twilio's 15 s; `save` is fenced by
+the lock, so a request that outlived it cannot overwrite the retry that took it over.
 """
 
 from __future__ import annotations
