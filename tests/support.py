@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -302,3 +303,37 @@ def lax_abuse_guard(conn: Any, audit: AuditLog) -> AbuseGuard:
         abuse_global_failures=1000000,
     )
     return make_abuse_guard(settings, conn, audit)
+
+
+# --------------------------------------------------------------------------------------------
+# Scripted callers and waiting
+# --------------------------------------------------------------------------------------------
+
+Answer = simulator.CallerInput | None | Callable[[], simulator.CallerInput]
+
+
+class Turns:
+    """The caller's answers, each with the step it must be asked at (the answer may be made at
+    that moment, e.g. the code just sent); silent once spent, so the IVR ends the call its own
+    way."""
+
+    def __init__(self, *turns: tuple[str, Answer]) -> None:
+        self.turns = list(turns)
+
+    def __call__(self, gather: Gather, heard: list[str]) -> simulator.CallerInput | None:
+        step = urlsplit(gather.action or "").path.rsplit("/", 1)[-1]
+        if not self.turns:
+            return None
+        expected, answer = self.turns.pop(0)
+        assert step == expected, f"asked at {step!r}, expected {expected!r}; heard {heard[-1:]}"
+        return answer() if callable(answer) else answer
+
+
+def wait_until(
+    condition: Callable[[], object], timeout: float, what: str, poll: float = 0.1
+) -> None:
+    """Poll `condition` until it holds; fail saying `what` did not happen within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout:g} s"
+        time.sleep(poll)

@@ -18,7 +18,6 @@ import hmac
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
@@ -40,10 +39,10 @@ from ivr.flows.engine import (
 from ivr.flows.loader import load_flow, load_flow_with_marks
 from ivr.outbox import Outbox
 from ivr.runtime import Runtime
-from ivr.simulator import CallPlayer, CallResult, Gather, Keys
+from ivr.simulator import CallPlayer, CallResult, Keys
 from ivr.simulator.phone import Phone
 from tests.conftest import ALICE, BOB, REPO_ROOT, DemoCustomer, PlayerFactory, make_app, run_jobs
-from tests.support import assert_never_enqueued, authentications
+from tests.support import Answer, Turns, assert_never_enqueued, authentications
 
 TEST_FLOWS = REPO_ROOT / "tests" / "flows"
 REIDENTIFY = load_flow(TEST_FLOWS / "reidentify.yaml")
@@ -87,24 +86,6 @@ class Mailbox:
         code = self.phone.latest_code()
         assert code is not None, "no code was emailed"
         return Keys(f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}#")
-
-
-Answer = Keys | None | Callable[[], Keys]
-
-
-class Turns:
-    """The caller's answers, each with the step it must be asked at; silent once spent."""
-
-    def __init__(self, *turns: tuple[str, Answer]) -> None:
-        self.turns = list(turns)
-
-    def __call__(self, gather: Gather, heard: list[str]) -> Keys | None:
-        step = urlsplit(gather.action or "").path.rsplit("/", 1)[-1]
-        if not self.turns:
-            return None
-        expected, answer = self.turns.pop(0)
-        assert step == expected, f"asked at {step!r}, expected {expected!r}; heard {heard[-1:]}"
-        return answer() if callable(answer) else answer
 
 
 @pytest.fixture

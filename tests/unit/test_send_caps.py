@@ -285,30 +285,28 @@ class TestRefunds:
         assert len(Outbox(worker_env).messages()) == 1
         assert self.sent_counters(redis) == {"call": 1, "account": 1, "destination": 1, "prefix": 1}
 
-    def test_a_send_that_failed_for_good_is_handed_back(
+    @pytest.mark.parametrize(
+        "never_made", ["sms_failed_for_good", "callback_failed_for_good", "stale"]
+    )
+    def test_a_send_never_made_is_handed_back(
         self,
+        never_made: str,
         redis: Any,
         runtime: Runtime,
         customers: dict[str, DemoCustomer],
         worker_env: Path,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        monkeypatch.setenv("IVR_SMS_BACKEND", "twilio")  # and no IVR_SMS_FROM: fails for good
-        runtime.possession.request_code(asking(), "sms_otp")
-        run_jobs(redis)
-        assert Outbox(worker_env).messages() == []
-        assert self.sent_counters(redis) == {"call": 1, "account": 0, "destination": 0, "prefix": 0}
-
-    def test_a_callback_that_failed_for_good_is_handed_back(
-        self,
-        redis: Any,
-        runtime: Runtime,
-        customers: dict[str, DemoCustomer],
-        worker_env: Path,
-        monkeypatch: pytest.MonkeyPatch,
-    ) -> None:
-        monkeypatch.setenv("IVR_CALL_BACKEND", "twilio")  # and no IVR_CALLER_ID: fails for good
-        runtime.possession.request_callback(asking(), "call_back")
+        if never_made == "sms_failed_for_good":
+            monkeypatch.setenv("IVR_SMS_BACKEND", "twilio")  # and no IVR_SMS_FROM: fails for good
+            runtime.possession.request_code(asking(), "sms_otp")
+        elif never_made == "callback_failed_for_good":
+            monkeypatch.setenv("IVR_CALL_BACKEND", "twilio")  # and no IVR_CALLER_ID: for good
+            runtime.possession.request_callback(asking(), "call_back")
+        else:
+            runtime.possession.request_code(asking(), "sms_otp", max_wait=12)
+            late = time.time() + 13  # the worker gets to it after the caller stopped holding
+            monkeypatch.setattr(jobs, "time", SimpleNamespace(time=lambda: late))
         run_jobs(redis)
         assert Outbox(worker_env).messages() == []
         assert self.sent_counters(redis) == {"call": 1, "account": 0, "destination": 0, "prefix": 0}
@@ -321,21 +319,6 @@ class TestRefunds:
         run_jobs(redis)
         assert len(Outbox(worker_env).messages()) == 1
         assert self.sent_counters(redis) == {"call": 2, "account": 1, "destination": 1, "prefix": 1}
-
-    def test_a_stale_send_is_handed_back(
-        self,
-        redis: Any,
-        runtime: Runtime,
-        customers: dict[str, DemoCustomer],
-        worker_env: Path,
-        monkeypatch: pytest.MonkeyPatch,
-    ) -> None:
-        runtime.possession.request_code(asking(), "sms_otp", max_wait=12)
-        late = time.time() + 13  # the worker gets to it after the caller stopped holding
-        monkeypatch.setattr(jobs, "time", SimpleNamespace(time=lambda: late))
-        run_jobs(redis)
-        assert Outbox(worker_env).messages() == []
-        assert self.sent_counters(redis) == {"call": 1, "account": 0, "destination": 0, "prefix": 0}
 
     def test_a_send_to_nobody_stays_counted_like_a_customers(
         self, redis: Any, runtime: Runtime, worker_env: Path
