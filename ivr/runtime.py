@@ -49,7 +49,8 @@ def build_runtime(
     customers = RedisCustomerDirectory(redis)
     hasher = make_hasher(settings)
     audit = AuditLog(redis)
-    possession = make_possession(settings, redis, customers, audit)
+    abuse = make_abuse_guard(settings, redis, audit)
+    possession = make_possession(settings, redis, customers, audit, abuse)
     counter = FailureCounter(redis)
     verifier = Verifier(
         customers,
@@ -58,7 +59,7 @@ def build_runtime(
         audit,
         settings.account_max_failures,
         possession,
-        abuse=make_abuse_guard(settings, redis, audit),
+        abuse=abuse,
         claim_key=claim_key(settings),
     )
     return Runtime(
@@ -78,7 +79,11 @@ def build_runtime(
 
 
 def make_possession(
-    settings: Settings, redis: Redis, customers: RedisCustomerDirectory, audit: AuditLog
+    settings: Settings,
+    redis: Redis,
+    customers: RedisCustomerDirectory,
+    audit: AuditLog,
+    abuse: AbuseGuard,
 ) -> Possession:
     policy = CodePolicy(
         key=settings.code_key,
@@ -98,12 +103,27 @@ def make_possession(
         )
         if backend == "verify"
     }
-    limiter = SendLimiter(redis, SendLimits.from_settings(settings))
-    return Possession(redis, customers, policy, limiter, audit, verify)
+    limiter = SendLimiter(redis, send_limits(settings))
+    return Possession(redis, customers, policy, limiter, audit, abuse, verify)
 
 
 def make_abuse_guard(settings: Settings, redis: Redis, audit: AuditLog) -> AbuseGuard:
-    limits = AbuseLimits(
+    return AbuseGuard(redis, abuse_limits(settings), audit)
+
+
+def send_limits(settings: Settings) -> SendLimits:
+    return SendLimits(
+        account=settings.send_limit_account,
+        destination=settings.send_limit_destination,
+        prefix=settings.send_limit_prefix,
+        window=settings.send_window,
+        per_call=settings.code_requests_per_call,
+        call_window=settings.session_ttl,
+    )
+
+
+def abuse_limits(settings: Settings) -> AbuseLimits:
+    return AbuseLimits(
         window=settings.abuse_window,
         cooldown=settings.abuse_cooldown,
         number_failures=settings.abuse_number_failures,
@@ -112,7 +132,6 @@ def make_abuse_guard(settings: Settings, redis: Redis, audit: AuditLog) -> Abuse
         account_numbers=settings.abuse_account_numbers,
         global_failures=settings.abuse_global_failures,
     )
-    return AbuseGuard(redis, limits, audit)
 
 
 def claim_key(settings: Settings) -> str | None:

@@ -3,7 +3,7 @@
 Checked with twilio's own RequestValidator against the URL Twilio used, which behind a
 TLS-terminating proxy is the public https URL, not the one this process sees. A signature is only
 worth the URL it is checked against, so the host that URL is built from must be one of ours
-(`allowed_hosts`), and forwarded headers count only for the configured number of proxies.
+(`served_hosts`), and forwarded headers count only for the configured number of proxies.
 
 Twilio signs the URL and the urlencoded POST parameters, nothing else: a webhook's parameters are
 read from that body alone, once (`signed_params`), after the body was bounded and refused if it
@@ -31,8 +31,6 @@ WEBHOOK_MIMETYPE = "application/x-www-form-urlencoded"
 #: webhook is about 2 KB (a long SpeechResult adds a few KB); the service-code API's JSON is
 #: a few dozen bytes.
 MAX_BODY_BYTES = 64 * 1024
-#: Twilio sends about 40 parameters at most; only multipart counts parts, and it is refused.
-MAX_FORM_PARTS = 100
 #: Served when neither IVR_ALLOWED_HOSTS nor IVR_PUBLIC_URL names the service: a development
 #: machine. No signature made for a public webhook URL validates against a loopback URL.
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1")
@@ -40,7 +38,7 @@ _FORWARDED = ("Forwarded", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
-def allowed_hosts(settings: Settings) -> list[str]:
+def served_hosts(settings: Settings) -> list[str]:
     """Host names requests may be addressed to: IVR_ALLOWED_HOSTS (else the loopback names),
     plus the host of IVR_PUBLIC_URL. Never empty: Flask reads an empty list as "any host"."""
     hosts = list(settings.allowed_hosts or LOOPBACK_HOSTS)
@@ -52,10 +50,8 @@ def allowed_hosts(settings: Settings) -> list[str]:
 def guard_requests(app: Flask, settings: Settings) -> None:
     """Bound every request of `app` before it is read and refuse foreign hosts, on every route."""
     app.config.update(
-        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
-        MAX_FORM_MEMORY_SIZE=MAX_BODY_BYTES,
-        MAX_FORM_PARTS=MAX_FORM_PARTS,
-        TRUSTED_HOSTS=allowed_hosts(settings),
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,  # the only bound that counts: see `signed_params`
+        TRUSTED_HOSTS=served_hosts(settings),
     )
     trust_proxies(app, settings.proxy_hops)
     app.register_error_handler(SecurityError, _foreign_host)
@@ -86,7 +82,8 @@ def signed_params(request: Request, settings: Settings) -> dict[str, str]:
 
     403: no auth token, or a missing or wrong signature. 415: a body that is not urlencoded
     (a multipart body is not covered by the signature). 413: a body over MAX_BODY_BYTES.
-    400: a parameter given twice (Twilio never does; which copy a reader takes is a guess).
+    400: a signed request that gives a parameter twice (Twilio never does; which copy a reader
+    takes is a guess).
     """
     signature = request.headers.get(SIGNATURE_HEADER, "")
     if not settings.twilio_auth_token or not signature:
@@ -97,11 +94,9 @@ def signed_params(request: Request, settings: Settings) -> dict[str, str]:
     stream = request.stream
     if request.content_length is None and isinstance(stream, LimitedStream) and stream.is_exhausted:
         abort(413)  # chunked, and it reached the bound: werkzeug stops reading there, silently
-    repeated = sorted(name[:40] for name, values in form.lists() if len(values) > 1)
-    if repeated:
-        log.warning("refused a webhook that repeats parameter(s) %s", repeated[:5])
-        abort(400)
     url = public_url(request, settings.public_url)
+    # Every value of a repeated parameter counts in the signature (RequestValidator reads the
+    # MultiDict whole), so a forged request is a 403 whatever it repeats.
     if not RequestValidator(settings.twilio_auth_token).validate(url, form, signature):
         log.warning(
             "X-Twilio-Signature did not match; checked against %s (%s)",
@@ -109,6 +104,10 @@ def signed_params(request: Request, settings: Settings) -> dict[str, str]:
             _likely_cause(request, settings),
         )
         abort(403)
+    repeated = sorted(name[:40] for name, values in form.lists() if len(values) > 1)
+    if repeated:
+        log.warning("refused a webhook that repeats parameter(s) %s", repeated[:5])
+        abort(400)
     return form.to_dict()
 
 

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
         default=0, validation_alias=_env("IVR_PROXY_HOPS")
     )
     # Host names this service answers to (comma-separated in the environment); see
-    # ivr.security.allowed_hosts for what an empty list means.
+    # ivr.security.served_hosts for what an empty list means.
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         default=(), validation_alias=_env("IVR_ALLOWED_HOSTS")
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,8 @@ from rq.job import Job
 from twilio.request_validator import RequestValidator
 
 from ivr import simulator
+from ivr.runtime import make_abuse_guard
+from ivr.settings import load_settings
 from ivr.simulator import (
     CallPlayer,
     CallResult,
@@ -38,6 +41,8 @@ from ivr.simulator import (
     Reply,
     Transport,
 )
+from ivr.store.abuse import AbuseGuard
+from ivr.store.audit import AuditLog
 from ivr.store.customers import Customer, RedisCustomerDirectory
 
 #: Seconds: Twilio gives up on a webhook after 15 s, and each answer must be far inside that.
@@ -380,3 +385,51 @@ STIR_VERSTATS = [
     for verdict, value in _VERDICTS.items()
     for suffix, path in _SUFFIXES.items()
 ]
+# Services built as the runtime builds them
+# --------------------------------------------------------------------------------------------
+
+
+def lax_abuse_guard(conn: Any, audit: AuditLog) -> AbuseGuard:
+    """An abuse guard as the runtime builds it, with limits no test of other rules reaches."""
+    settings = load_settings(
+        abuse_number_failures=1000,
+        abuse_number_accounts=100,
+        abuse_withheld_failures=10000,
+        abuse_account_numbers=100,
+        abuse_global_failures=1000000,
+    )
+    return make_abuse_guard(settings, conn, audit)
+
+
+# --------------------------------------------------------------------------------------------
+# Scripted callers and waiting
+# --------------------------------------------------------------------------------------------
+
+Answer = simulator.CallerInput | None | Callable[[], simulator.CallerInput]
+
+
+class Turns:
+    """The caller's answers, each with the step it must be asked at (the answer may be made at
+    that moment, e.g. the code just sent); silent once spent, so the IVR ends the call its own
+    way."""
+
+    def __init__(self, *turns: tuple[str, Answer]) -> None:
+        self.turns = list(turns)
+
+    def __call__(self, gather: Gather, heard: list[str]) -> simulator.CallerInput | None:
+        step = urlsplit(gather.action or "").path.rsplit("/", 1)[-1]
+        if not self.turns:
+            return None
+        expected, answer = self.turns.pop(0)
+        assert step == expected, f"asked at {step!r}, expected {expected!r}; heard {heard[-1:]}"
+        return answer() if callable(answer) else answer
+
+
+def wait_until(
+    condition: Callable[[], object], timeout: float, what: str, poll: float = 0.1
+) -> None:
+    """Poll `condition` until it holds; fail saying `what` did not happen within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout:g} s"
+        time.sleep(poll)

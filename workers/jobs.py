@@ -17,6 +17,7 @@ import time
 
 from redis import Redis
 from rq import get_current_job
+from rq.job import Job
 
 from ivr.auth import codes
 from ivr.auth.possession import destination
@@ -24,9 +25,9 @@ from ivr.errors import SettingsError
 from ivr.lookup import screen_sms
 from ivr.settings import Settings, load_settings
 from ivr.store.audit import AuditLog
-from ivr.store.codes import VERIFY_MARK, CallbackRefs, CodeStore
+from ivr.store.codes import VERIFY_MARK, CallbackRefs, CodeStore, DeliveryRecord
 from ivr.store.customers import RedisCustomerDirectory
-from ivr.store.send_caps import SendLimiter, SendLimits, SendScopes
+from ivr.store.send_caps import SendScopes, refund
 from ivr.twilio_api import DeliveryError, PermanentDeliveryError, TwilioVerify, make_client
 from workers.delivery import code_email, code_message, delivery_for
 
@@ -41,74 +42,54 @@ def send_code(call_sid: str, method: str, nonce: str) -> None:
     Everything else (which account, by when) is read from the delivery record. The send goes
     out only while it is the call's current one, pending and within its deadline; once the
     caller has asked for a newer one, claimed another account, or been told it failed, this
-    job changes nothing.
+    job changes nothing but to hand the send back.
     """
-    job = get_current_job()
-    assert job is not None, "send_code runs inside an rq worker"
+    job = _current_job()
     redis: Redis = job.connection
     settings = load_settings()
-    store = CodeStore(redis)
-    audit = AuditLog(redis)
-    ttl = settings.code_ttl
-    record = store.delivery_record(call_sid, method)
-    if record is None:
-        return  # expired with the code's lifetime: nothing to send, nothing left to hand back
-    if record.nonce != nonce:
-        # Superseded by a newer send of the call before this one went out.
-        claim = store.claim_of(call_sid, method, nonce)
-        if claim is not None:
-            to = destination(RedisCustomerDirectory(redis).get(claim), method)
-            _refund(redis, settings, call_sid, claim, method, to)
+    store, audit, ttl = CodeStore(redis), AuditLog(redis), settings.code_ttl
+    send = _take(redis, store, audit, call_sid, method, nonce, ttl)
+    if send is None:
         return
-    account = record.claim
-    to = destination(RedisCustomerDirectory(redis).get(account), method)
-    if record.status != "pending":
-        if record.status == "abandoned":
-            _refund(redis, settings, call_sid, account, method, to)  # never made
-        return  # or already settled by an earlier run
-    if not record.open(time.time()):
-        # The caller stopped holding for it: never deliver late (SECURITY 26).
-        store.settle(call_sid, method, nonce, ttl, status="failed", void=True)
-        _refund(redis, settings, call_sid, account, method, to)
-        audit.record(
-            "delivery", call_sid=call_sid, account=account, method=method, outcome="expired"
-        )
-        return
-    if to is None:
-        # Unknown account, or no email on file: the caller hears exactly what a customer hears,
-        # and no code will ever match.
-        if not store.settle(call_sid, method, nonce, ttl, status="sent"):
-            _refund(redis, settings, call_sid, account, method, to)  # superseded, as a customer's
-        else:
-            audit.record(
-                "delivery", call_sid=call_sid, account=account, method=method, outcome="not_sent"
-            )
-        return
-    refusal = screen_sms(redis, settings, call_sid, account, to) if method == "sms_otp" else None
-    if refusal is not None:
-        # A landline or a SIM changed lately: no code goes there, and the caller hears the
-        # step's unavailable prompt (ivr.lookup).
-        refused = PermanentDeliveryError(f"no SMS code to this number: {refusal}")
-        _failed(store, audit, settings, call_sid, method, account, nonce, refused)
-        _refund(redis, settings, call_sid, account, method, to)
-        return
+    account, to = send.claim, _destination(redis, send.claim, method)
     try:
-        sent = _deliver(settings, store, call_sid, method, account, to, nonce)
-    except (PermanentDeliveryError, SettingsError) as exc:
-        _failed(store, audit, settings, call_sid, method, account, nonce, exc)
-        _refund(redis, settings, call_sid, account, method, to)
-        return
-    except DeliveryError as exc:
-        if job.retries_left:
+        if to is None:
+            # Unknown account, or no email on file: the caller hears exactly what a customer
+            # hears, and no code will ever match. Superseded, it is handed back as a customer's.
+            made = store.settle(call_sid, method, nonce, ttl, status="sent")
+            if made:
+                audit.record(
+                    "delivery",
+                    call_sid=call_sid,
+                    account=account,
+                    method=method,
+                    outcome="not_sent",
+                )
+        else:
+            refusal = (
+                screen_sms(redis, settings, call_sid, account, to) if method == "sms_otp" else None
+            )
+            if refusal is not None:
+                # A landline or a SIM changed lately: no code goes there, and the caller hears
+                # the step's unavailable prompt (ivr.lookup).
+                raise PermanentDeliveryError(f"no SMS code to this number: {refusal}")
+            made = _deliver(settings, store, call_sid, method, account, to, nonce)
+            if made and store.settle(call_sid, method, nonce, ttl, status="sent"):
+                audit.record(
+                    "delivery", call_sid=call_sid, account=account, method=method, outcome="sent"
+                )
+    except (DeliveryError, SettingsError) as exc:
+        permanent = isinstance(exc, PermanentDeliveryError | SettingsError)
+        if permanent or not job.retries_left:
+            _failed(store, audit, settings, call_sid, method, account, nonce, exc)
+            _refund(redis, call_sid, account, method, to)
+        else:
             log.warning("delivery for call %s (%s) failed for now: %s", call_sid, method, exc)
-            raise
-        _failed(store, audit, settings, call_sid, method, account, nonce, exc)
-        _refund(redis, settings, call_sid, account, method, to)
-        raise
-    if not sent:
-        _refund(redis, settings, call_sid, account, method, to)  # superseded: the newer one counts
-    elif store.settle(call_sid, method, nonce, ttl, status="sent"):
-        audit.record("delivery", call_sid=call_sid, account=account, method=method, outcome="sent")
+        if not permanent:
+            raise  # rq retries it, or records it failed
+        return
+    if not made:
+        _refund(redis, call_sid, account, method, to)  # superseded: the newer one counts
 
 
 def _deliver(
@@ -149,60 +130,35 @@ def _deliver(
     return True
 
 
-def _failed(
-    store: CodeStore,
-    audit: AuditLog,
-    settings: Settings,
-    call_sid: str,
-    method: str,
-    account: str,
-    nonce: str,
-    exc: DeliveryError | SettingsError,
-) -> None:
-    # A code nobody received must not stay valid; a newer send's code is left alone.
-    if store.settle(call_sid, method, nonce, settings.code_ttl, status="failed", void=True):
-        audit.record(
-            "delivery",
-            call_sid=call_sid,
-            account=account,
-            method=method,
-            outcome="failed",
-            detail=str(exc)[:200],
-        )
-
-
 def place_callback(call_sid: str, nonce: str) -> None:
     """Call the number on file; the call back carries this call's claim by its own CallSid.
 
     What it carries (the claim, the proofs so far, the step) comes from the delivery record,
     so the job's arguments hold neither the account nor the caller's phone number.
     """
-    job = get_current_job()
-    assert job is not None, "place_callback runs inside an rq worker"
+    job = _current_job()
     redis: Redis = job.connection
     settings = load_settings()
-    store = CodeStore(redis)
-    audit = AuditLog(redis)
-    record = store.pending(call_sid, "callback", nonce, time.time())
-    if record is None or record.callback is None:
-        return  # abandoned, or asked too long ago: the customer is no longer waiting for it
-    account = record.claim
-    to = destination(RedisCustomerDirectory(redis).get(account), "callback")
+    store, audit = CodeStore(redis), AuditLog(redis)
+    send = _take(redis, store, audit, call_sid, "callback", nonce, settings.code_ttl)
+    if send is None or send.callback is None:
+        return
+    account = send.claim
+    to = _destination(redis, account, "callback")
     if to is None:
         return  # unknown account: the caller was told to hang up, and nobody is called
     base = settings.public_url or ""
     try:
         callback_sid = delivery_for(settings, "call").place_call(to, base + CALLBACK_PATH)
-    except (PermanentDeliveryError, SettingsError) as exc:
-        _callback_failed(store, audit, settings, call_sid, account, nonce, exc)
-        _refund(redis, settings, call_sid, account, "callback", to)
+    except (DeliveryError, SettingsError) as exc:
+        permanent = isinstance(exc, PermanentDeliveryError | SettingsError)
+        if permanent or not job.retries_left:
+            _failed(store, audit, settings, call_sid, "callback", account, nonce, exc)
+            _refund(redis, call_sid, account, "callback", to)
+        if not permanent:
+            raise
         return
-    except DeliveryError as exc:
-        if not job.retries_left:
-            _callback_failed(store, audit, settings, call_sid, account, nonce, exc)
-            _refund(redis, settings, call_sid, account, "callback", to)
-        raise
-    CallbackRefs(redis).put(callback_sid, record.callback)
+    CallbackRefs(redis).put(callback_sid, send.callback)
     store.settle(call_sid, "callback", nonce, settings.code_ttl, status="sent")
     audit.record(
         "delivery",
@@ -214,32 +170,75 @@ def place_callback(call_sid: str, nonce: str) -> None:
     )
 
 
-def _callback_failed(
+def _current_job() -> Job:
+    job = get_current_job()
+    assert job is not None, "jobs run inside an rq worker"
+    return job
+
+
+def _destination(redis: Redis, account: str, method: str) -> str | None:
+    return destination(RedisCustomerDirectory(redis).get(account), method)
+
+
+def _take(
+    redis: Redis,
+    store: CodeStore,
+    audit: AuditLog,
+    call_sid: str,
+    method: str,
+    nonce: str,
+    ttl: int,
+) -> DeliveryRecord | None:
+    """The send `nonce`, if it is still to be made; else None, and a send that was counted and
+    will never be made is handed back (SECURITY 30): superseded by a newer one, abandoned, or
+    past its deadline (then it is failed, so it never goes out late, SECURITY 26)."""
+    record = store.delivery_record(call_sid, method)
+    if record is None:
+        return None  # expired with the code's lifetime: nothing to send, nothing left to hand back
+    if record.nonce != nonce:
+        claim = store.claim_of(call_sid, method, nonce)
+        if claim is not None:
+            _refund(redis, call_sid, claim, method, _destination(redis, claim, method))
+        return None
+    if record.status == "pending" and not record.open(time.time()):
+        store.settle(call_sid, method, nonce, ttl, status="failed", void=True)
+        audit.record(
+            "delivery", call_sid=call_sid, account=record.claim, method=method, outcome="expired"
+        )
+    elif record.status == "pending":
+        return record
+    elif record.status != "abandoned":
+        return None  # settled by an earlier run
+    _refund(redis, call_sid, record.claim, method, _destination(redis, record.claim, method))
+    return None
+
+
+def _failed(
     store: CodeStore,
     audit: AuditLog,
     settings: Settings,
     call_sid: str,
+    method: str,
     account: str,
     nonce: str,
     exc: DeliveryError | SettingsError,
 ) -> None:
-    store.settle(call_sid, "callback", nonce, settings.code_ttl, status="failed")
-    audit.record(
-        "delivery",
-        call_sid=call_sid,
-        account=account,
-        method="callback",
-        outcome="failed",
-        detail=str(exc)[:200],
-    )
+    """The provider failed the send for good: it is failed, and a code nobody received no
+    longer works (a newer send's code is left alone)."""
+    if store.settle(call_sid, method, nonce, settings.code_ttl, status="failed", void=True):
+        audit.record(
+            "delivery",
+            call_sid=call_sid,
+            account=account,
+            method=method,
+            outcome="failed",
+            detail=str(exc)[:200],
+        )
 
 
-def _refund(
-    redis: Redis, settings: Settings, call_sid: str, account: str, method: str, to: str | None
-) -> None:
+def _refund(redis: Redis, call_sid: str, account: str, method: str, to: str | None) -> None:
     """Hand back a send the web process counted and this job did not make (SECURITY 30).
 
     A send to nobody (no destination on file) that the caller is told went out stays counted,
     as a customer's would: see `ivr.store.send_caps`."""
-    scopes = SendScopes.of(call_sid, account, method, to)
-    SendLimiter(redis, SendLimits.from_settings(settings)).refund(scopes)
+    refund(redis, SendScopes.of(call_sid, account, method, to))

@@ -80,25 +80,32 @@ def number_verdict(
 ) -> Trip | None:
     """Whether one more attempt from `bucket` at `account` goes over a per-number limit.
 
-    `tried` holds the account of each failure the number still has in the window. The shared
-    withheld bucket has no distinct-account limit: its failures come from many callers, each
-    at their own account, so the count of accounts there says nothing about one of them.
+    `tried` holds the account of each failure the number still has in the window.
     """
     tried = list(tried)
-    if bucket != WITHHELD:
-        accounts = len(set(tried) | {account})
-        if accounts > limits.number_accounts:
-            return Trip(
-                Pattern.NUMBER_ACCOUNTS,
-                accounts,
-                limits.number_accounts,
-                limits.window,
-                limits.cooldown,
-            )
-    limit = limits.withheld_failures if bucket == WITHHELD else limits.number_failures
-    failures = len(tried) + 1
-    if failures > limit:
-        return Trip(Pattern.NUMBER_FAILURES, failures, limit, limits.window, limits.cooldown)
+    return number_trip(len(set(tried) | {account}), len(tried) + 1, bucket, limits)
+
+
+def number_caps(bucket: str, limits: AbuseLimits) -> tuple[int | None, int]:
+    """The per-number limits of `bucket`: (distinct accounts, failures) within the window.
+
+    The shared withheld bucket has no distinct-account limit (None): its failures come from
+    many callers, each at their own account, so the count of accounts there says nothing
+    about one of them; it has a failure limit of its own instead.
+    """
+    if bucket == WITHHELD:
+        return None, limits.withheld_failures
+    return limits.number_accounts, limits.number_failures
+
+
+def number_trip(accounts: int, failures: int, bucket: str, limits: AbuseLimits) -> Trip | None:
+    """The per-number limit an attempt goes over, counting it: `accounts` distinct accounts
+    and `failures` failures within the window (see `number_caps`), or None."""
+    account_cap, failure_cap = number_caps(bucket, limits)
+    if account_cap is not None and accounts > account_cap:
+        return Trip(Pattern.NUMBER_ACCOUNTS, accounts, account_cap, limits.window, limits.cooldown)
+    if failures > failure_cap:
+        return Trip(Pattern.NUMBER_FAILURES, failures, failure_cap, limits.window, limits.cooldown)
     return None
 
 

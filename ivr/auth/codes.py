@@ -1,12 +1,9 @@
-"""Rules for codes that prove possession, and for the claim a caller makes. Pure: no Redis.
+"""Rules for codes that prove possession. Pure: no Redis.
 
 A code is made by `secrets`, and only its keyed digest is ever stored. The digest binds the code
 to what it may be used for: a one-time code to this call, method, claimed account and the
 destination it was sent to; a service code to its account. A code read off one call, or sent
 for one account, is worthless in another call or for another claim (SECURITY 10, 28).
-
-Account digits a caller keys in that match no account are kept only as a keyed digest
-(`unmatched_claim`), so a mistyped PIN keyed at the account prompt never rests in clear.
 """
 
 from __future__ import annotations
@@ -50,19 +47,6 @@ def otp_purpose(call_sid: str, method: str, claim: str, destination: str | None)
 
 def service_purpose(account: str) -> str:
     return f"service:{account}"
-
-
-UNMATCHED_PREFIX = "unmatched-"  # never all digits, so never mistaken for an account number
-
-
-def unmatched_claim(key: str, digits: str) -> str:
-    """The claim id of account digits that match no account: a keyed digest, never the digits.
-
-    Keyed (HMAC, not a bare hash), because 6 to 12 digits are quickly enumerated; stable for one
-    key, so the same wrong digits are one claim (one send-cap scope, one audit trail).
-    """
-    mac = hmac.new(key.encode(), f"claim\x1f{digits}".encode(), hashlib.sha256)
-    return UNMATCHED_PREFIX + mac.hexdigest()[:32]
 
 
 @dataclass(frozen=True)

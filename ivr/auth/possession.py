@@ -10,16 +10,16 @@ code the job makes is bound to that claim and its destination, so it proves noth
 other account claimed later in the call; and a send the caller was told had failed is abandoned
 (`abandon`), after which it can neither deliver nor issue a code.
 
-How the job's lifetime and the caller's hold agree: the hold lasts at most the step's
-`max_wait` (at most 30 s, the schema's bound); the delivery's deadline is the request time plus
-that `max_wait`, checked by the job in the transaction that issues the code; rq drops a job not
-started within `JOB_TTL`, which is that same 30 s bound, so the TTL only clears the queue and
-never decides on its own whether a code goes out.
+Each send has a deadline, checked by its job in the transaction that issues the code: a code's,
+the request time plus the step's `max_wait` (the caller's hold); a call back's, `CALLBACK_WITHIN`.
+rq drops a job not started within `JOB_TTL`, which outlasts every deadline, so the deadline alone
+decides whether a send goes out, and a late job still runs to hand its send back.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import time
 from collections.abc import Callable
@@ -31,25 +31,28 @@ from rq.exceptions import DuplicateJobError
 
 from ivr.auth import codes
 from ivr.flows.engine import CallState, Delivery, DeliveryStatus, FactorUnavailable
-from ivr.flows.schema import DELIVERED_METHODS
+from ivr.flows.schema import DELIVERED_METHODS, MAX_WAIT
 from ivr.processes import QUEUE
+from ivr.store.abuse import AbuseGuard
 from ivr.store.audit import AuditLog
 from ivr.store.codes import VERIFY_MARK, CallbackRef, CodeStore
 from ivr.store.customers import Customer, CustomerDirectory
 from ivr.store.send_caps import SendLimiter, SendScopes
-from ivr.twilio_api import DeliveryError, TwilioVerify
+from ivr.twilio_api import HTTP_TIMEOUT, DeliveryError, TwilioVerify
+from ivr.worker import OUTAGE_BUDGET
 
 SEND_CODE_JOB = "workers.jobs.send_code"
 VERIFY_CODE = re.compile(r"[0-9]{4,10}")  # what Twilio Verify can have sent
 PLACE_CALLBACK_JOB = "workers.jobs.place_callback"
-MAX_HOLD = 30  # the longest `max_wait` a flow may declare (ivr.flows.schema.AuthenticateStep)
-# A job not started within the longest hold is dropped: by then the caller has been told the
-# code could not be sent (the delivery's deadline refuses it anyway; this just clears the queue).
-JOB_TTL = MAX_HOLD
 # A call back not placed within a minute of the request is not placed: the customer hung up
 # expecting it "in a moment", and a call much later would only confuse them.
 CALLBACK_WITHIN = 60
-JOB_TIMEOUT = 30
+# One run of a job: a Redis outage the worker rides out, then one exchange with the provider
+# (Twilio's HTTP, or SMTP's connect, login and send, each bounded by HTTP_TIMEOUT's 10 s).
+JOB_TIMEOUT = math.ceil(OUTAGE_BUDGET + 3 * HTTP_TIMEOUT)
+# Past every deadline by an outage the worker rides out: a job held up by one still starts,
+# finds its deadline passed and hands its send back; the TTL only clears a queue nobody works.
+JOB_TTL = max(MAX_WAIT, CALLBACK_WITHIN) + math.ceil(OUTAGE_BUDGET)
 JOB_RETRY = Retry(max=2, interval=[2, 5])
 
 
@@ -77,6 +80,7 @@ class Possession:
         policy: CodePolicy,
         limiter: SendLimiter,
         audit: AuditLog,
+        abuse: AbuseGuard,
         verify: dict[str, TwilioVerify] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -86,11 +90,12 @@ class Possession:
         self.codes = CodeStore(redis)
         self.limiter = limiter
         self.audit = audit
+        self.abuse = abuse
         self.verify = verify or {}  # method -> Twilio Verify, where Twilio makes the code
         self.clock = clock
         self.queue = Queue(QUEUE, connection=redis)
 
-    def request_code(self, state: CallState, method: str, max_wait: int = MAX_HOLD) -> Delivery:
+    def request_code(self, state: CallState, method: str, max_wait: int = MAX_WAIT) -> Delivery:
         """Queue a send for the claim as it is now; the caller holds at most `max_wait` s for
         it, and the job refuses to send from then on (callers that do not say, such as tools,
         get the longest hold a flow may declare)."""
@@ -215,9 +220,14 @@ class Possession:
         return ok and self.codes.consume_service_code(account)
 
     def _allowed(self, state: CallState, method: str, to: str | None) -> bool:
-        """Counts the send when every cap has room; audits which cap refused it, if one did.
+        """The one gate of every send: refused for a calling number in its abuse cool-down,
+        else counted when every cap has room; a refusal is audited as `send_capped` with its
+        reason (`abuse`, or the cap that refused it).
 
         The worker refunds a send it does not make: see `SendScopes.of` for what it needs."""
+        if self.abuse.refused(state):
+            self.audit.attempt("delivery", state, method, "send_capped", detail="abuse")
+            return False
         decision = self.limiter.allow(SendScopes.of(state.call_sid, state.account, method, to))
         if decision.capped:
             self.audit.attempt("delivery", state, method, "send_capped", detail=decision.capped)

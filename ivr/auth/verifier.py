@@ -6,14 +6,14 @@ argon2 work either way, so a caller cannot tell them apart. Each of them also co
 calling number's abuse limits; a number over them is refused before anything is checked.
 
 It also turns what a caller keys at `identify` into the call's claim id: the account number
-when it is on file, else a keyed digest (`ivr.auth.codes.unmatched_claim`) under the server's
+when it is on file, else a keyed digest (`ivr.auth.claims.unmatched_claim`) under the server's
 claim key, so the digits of a non-match rest nowhere (call state, audit, send caps, jobs).
 """
 
 from __future__ import annotations
 
 from ivr.assurance import factor_of
-from ivr.auth import codes
+from ivr.auth import claims
 from ivr.auth.knowledge import SecretHasher
 from ivr.auth.possession import Possession
 from ivr.flows import trail
@@ -45,7 +45,7 @@ class Verifier:
         audit: AuditLog,
         max_account_failures: int,
         possession: Possession,
-        abuse: AbuseGuard | None = None,  # None: no abuse limits (tests of other rules)
+        abuse: AbuseGuard,
         claim_key: str | None = None,
     ) -> None:
         self.directory = directory
@@ -67,20 +67,19 @@ class Verifier:
             raise RuntimeError(
                 "no key for claim digests: set IVR_CODE_KEY (or IVR_PEPPER, TWILIO_AUTH_TOKEN)"
             )
-        unmatched = codes.unmatched_claim(self.claim_key, digits)  # always: same work either way
+        unmatched = claims.unmatched_claim(self.claim_key, digits)  # always: same work either way
         customer = self.directory.get(digits)
         return customer.account if customer is not None else unmatched
 
     def drop_claim(self, state: CallState) -> None:
         self.possession.drop_claim(state)
-        if state.account is not None:  # a claim replaced, not the call's first
-            self.audit.record(
-                "claim_dropped",
-                call_sid=state.call_sid,
-                account=state.account,
-                caller=state.caller,
-                detail=",".join(state.proofs) or None,
-            )
+        self.audit.record(
+            "claim_dropped",
+            call_sid=state.call_sid,
+            account=state.account,
+            caller=state.caller,
+            detail=",".join(state.proofs) or None,
+        )
 
     def note(self, state: CallState, event: str, **fields: str) -> None:
         if event == trail.IDENTIFY:
@@ -88,8 +87,6 @@ class Verifier:
         self.audit.of_call(event, state, **fields)
 
     def request_code(self, state: CallState, method: str, max_wait: int) -> Delivery:
-        if self.abuse is not None and self.abuse.refused(state):
-            return "unavailable"  # a refused number gets nothing sent on its behalf
         return self.possession.request_code(state, method, max_wait)
 
     def delivery_status(self, state: CallState, method: str) -> DeliveryStatus:
@@ -99,14 +96,11 @@ class Verifier:
         self.possession.abandon_delivery(state, method)
 
     def request_callback(self, state: CallState, step: str) -> Delivery:
-        if self.abuse is not None and self.abuse.refused(state):
-            return "unavailable"
         return self.possession.request_callback(state, step)
 
     def verify(self, state: CallState, method: str, answer: str | None) -> bool:
-        guard = self.abuse
-        admission = guard.admit(state) if guard is not None else None
-        if guard is not None and admission is None:
+        admission = self.abuse.admit(state)
+        if admission is None:
             # Refused before anything is looked up, hashed or counted.
             self.audit.attempt("authenticate", state, method, "refused", factor_of(method).value)
             raise AuthenticationRefused
@@ -124,8 +118,7 @@ class Verifier:
         except FactorUnavailable:
             if customer is not None:
                 self.counter.undo(customer.account, method)  # the provider failed, not the caller
-            if guard is not None and admission is not None:
-                guard.release(admission)
+            self.abuse.release(admission)
             self.audit.attempt(
                 "authenticate", state, method, "unavailable", factor_of(method).value
             )
@@ -144,8 +137,7 @@ class Verifier:
         self.audit.attempt("authenticate", state, method, outcome, factor_of(method).value)
         if outcome == "failure_locked_now":
             self.audit.attempt("lockout", state, method, "locked", f"after {attempt} failures")
-        if guard is not None and admission is not None:
-            guard.settle(admission, state, not matched, customer.account if customer else None)
+        self.abuse.settle(admission, state, not matched, customer.account if customer else None)
         return matched
 
     def _matches(
@@ -170,6 +162,6 @@ class Verifier:
 def _claim_outcome(claim: str | None) -> str:
     """`matched` for a claim id that is an account number; `unmatched` for the digest of digits
     that match none, or a caller ID on no account's file (the claim id is "")."""
-    if not claim or claim.startswith(codes.UNMATCHED_PREFIX):
+    if not claim or claim.startswith(claims.UNMATCHED_PREFIX):
         return "unmatched"
     return "matched"

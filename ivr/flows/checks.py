@@ -3,7 +3,7 @@
 The door check walks every path from `start`, carrying what the caller could have proved by
 then, so a queue that some path reaches without its required assurance is found before a caller
 finds it. Passing an `identify` step leaves the caller with nothing proved, as in the engine: a
-new claim drops every proof of the old one and voids its pending sends and codes (SECURITY 28),
+claim drops every proof of the one before and voids its pending sends and codes (SECURITY 28),
 so a flow may loop back to `identify` and the walk still judges each claim on its own proofs.
 
 Each queue is judged by its one declaration under `queues:`: only proofs by its `methods` count,

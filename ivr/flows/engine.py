@@ -43,8 +43,9 @@ class CallState:
 
     `account` is the claim id, never what the caller keyed: the account number when the digits
     matched an account, a keyed digest when they matched none (`Ports.claim`), "" for a
-    caller-ID claim that matched nobody. Every proof in `proofs` was made for this claim; a new
-    claim drops them all, and voids every pending send and code of the old one.
+    caller-ID claim that matched nobody. Every proof in `proofs` was made for this claim; every
+    claim (the same account again included) drops them all, and voids every pending send and
+    code of the one before.
     """
 
     call_sid: str
@@ -175,8 +176,8 @@ class Ports(Protocol):
         wrong prompt, say) are never stored. It must not take longer either way."""
 
     def drop_claim(self, state: CallState) -> None:
-        """The call is about to claim another account than `state.account`: void every send
-        still pending and every code issued for the old claim."""
+        """The call claims an account again (another, or the same): void every send still
+        pending and every code issued for the claim `state.account`."""
 
     def verify(self, state: CallState, method: str, answer: str | None) -> bool:
         """Check `answer` for `method` against the claimed account, counting and auditing it.
@@ -272,12 +273,13 @@ class Engine:
             claimed = self.ports.claim(digits)
         else:
             return self._retry(state, step)
-        if claimed != state.account:
-            # Proofs belong to the claim they were made for (SECURITY 28). The failures stay:
-            # the per-call budget is the caller's, whichever account they claim.
+        # Every claim starts with nothing proved, the same account claimed again included, as
+        # the flow checker reasons (SECURITY 28); the old claim's sends and codes go with its
+        # proofs. The failures stay: the per-call budget is the caller's, whatever they claim.
+        if state.account is not None:
             self.ports.drop_claim(state)
-            state.proofs, state.holding, state.waited = [], False, 0
-            state.proven_at = {}
+        state.proofs, state.holding, state.waited = [], False, 0
+        state.proven_at = {}
         state.account = claimed
         self._note(state, trail.identified(digits == CALLER_ID_KEY))
         return self._enter(state, step.next, [])

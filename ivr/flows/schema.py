@@ -28,6 +28,7 @@ assert set(Method.__args__) == set(METHODS)  # type: ignore[attr-defined]
 # Factors the worker delivers: the caller holds (codes) or hangs up (callback) meanwhile.
 DELIVERED_METHODS = ("sms_otp", "email_otp", "callback")
 CODE_METHODS = ("sms_otp", "email_otp")
+MAX_WAIT = 30  # seconds: the longest a caller may be held for a delivery (`max_wait`)
 PROMPT_FIELDS = (
     "say", "prompt", "reprompt", "failure_prompt", "hold_prompt", "unavailable_prompt",
     "answer_prompt",
@@ -133,7 +134,7 @@ class AuthenticateStep(GatherOptions):
     hold_prompt: str = "Please hold while we send your code."
     unavailable_prompt: str = "Sorry, we could not send that right now."
     on_unavailable: StepId | None = None
-    max_wait: int = Field(default=12, ge=2, le=30)
+    max_wait: int = Field(default=12, ge=2, le=MAX_WAIT)
     answer_prompt: str = "Hello, this is the call back you asked for. To continue, press 1."
 
     @model_validator(mode="after")

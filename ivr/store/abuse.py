@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
@@ -24,7 +25,8 @@ from ivr.auth.abuse import (
     alert_detail,
     alert_line,
     number_bucket,
-    number_verdict,
+    number_caps,
+    number_trip,
     over,
 )
 from ivr.flows.engine import CallState
@@ -32,6 +34,37 @@ from ivr.store import keys
 from ivr.store.audit import AuditLog
 
 log = logging.getLogger("ivr.abuse")
+
+# KEYS: the number's window, its refusal mark. ARGV: the entry, the account it tries, its score
+# (now), the oldest score still in the window (exclusive), the distinct-account cap (-1: none),
+# the failure cap, the mark's value (the end of a cool-down) and its TTL, the window's TTL.
+# Returns {-1, 0, 0} during a cool-down (nothing counted), {1, accounts, failures} when this
+# attempt goes over a cap (then it starts the cool-down, uncounted), else {0, ...} and the attempt
+# is counted: one step, so calls racing from one number cannot all slip past the limit.
+_ADMIT = """
+local refused_until = tonumber(redis.call('GET', KEYS[2]) or '0')
+if refused_until > tonumber(ARGV[3]) then
+  return {-1, 0, 0}
+end
+local entries = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[4], '+inf')
+local seen, accounts = {[ARGV[2]] = true}, 1
+for _, entry in ipairs(entries) do
+  local account = string.sub(entry, string.find(entry, '|', 1, true) + 1)
+  if not seen[account] then
+    seen[account], accounts = true, accounts + 1
+  end
+end
+local failures = #entries + 1
+local account_cap = tonumber(ARGV[5])
+if (account_cap >= 0 and accounts > account_cap) or failures > tonumber(ARGV[6]) then
+  redis.call('SET', KEYS[2], ARGV[7], 'EX', ARGV[8])
+  return {1, accounts, failures}
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[9])
+return {0, accounts, failures}
+"""
 
 
 @dataclass(frozen=True)
@@ -64,6 +97,7 @@ class AbuseGuard:
         self.limits = limits
         self.audit = audit
         self.clock = clock
+        self._admit = redis.register_script(_ADMIT)
 
     def admit(self, state: CallState) -> Admission | None:
         """Count this attempt against the calling number, or None: the number is refused.
@@ -74,27 +108,26 @@ class AbuseGuard:
         limits, now = self.limits, self.clock()
         bucket = number_bucket(state.caller)
         admission = Admission(bucket, secrets.token_hex(8), state.account or "")
-        window, mark = keys.abuse_number(admission.bucket), keys.abuse_refused(admission.bucket)
-
-        def attempt(pipe: Pipeline) -> tuple[bool, Trip | None]:
-            if _until(pipe.get(mark)) > now:
-                return False, None
-            entries = pipe.zrangebyscore(window, f"({now - limits.window}", "+inf")
-            tried = [entry.decode().split("|", 1)[1] for entry in entries]
-            trip = number_verdict(tried, admission.account, admission.bucket, limits)
-            pipe.multi()
-            if trip is not None:
-                pipe.set(mark, repr(now + limits.cooldown), ex=limits.cooldown)
-                return False, trip
-            pipe.zadd(window, {admission.entry: now})
-            pipe.zremrangebyscore(window, "-inf", now - limits.window)
-            pipe.expire(window, limits.window)
-            return True, None
-
-        admitted, trip = self.redis.transaction(attempt, window, mark, value_from_callable=True)
-        if trip is not None:
-            self._alert(trip, state, bucket=admission.bucket)
-        return admission if admitted else None
+        account_cap, failure_cap = number_caps(bucket, limits)
+        verdict, accounts, failures = self._admit(
+            keys=[keys.abuse_number(bucket), keys.abuse_refused(bucket)],
+            args=[
+                admission.entry,
+                admission.account,
+                repr(now),
+                repr(now - limits.window),
+                -1 if account_cap is None else account_cap,
+                failure_cap,
+                repr(now + limits.cooldown),
+                limits.cooldown,
+                limits.window,
+            ],
+        )
+        if verdict == 1:
+            trip = number_trip(accounts, failures, bucket, limits)
+            assert trip is not None  # the script applied the same caps
+            self._alert(trip, state, bucket=bucket)
+        return admission if verdict == 0 else None
 
     def release(self, admission: Admission) -> None:
         """Take back an attempt that was not a failure: a success, or a provider outage.
@@ -112,26 +145,29 @@ class AbuseGuard:
             self.release(admission)
             return
         limits, now = self.limits, self.clock()
-        # (pattern, window, member, limit, the account an alert names)
+        # (pattern, window, its alert mark, member, limit, the account an alert names)
         watched = [
-            (Pattern.GLOBAL_FAILURES, keys.ABUSE_GLOBAL, admission.attempt,
-             limits.global_failures, None),
+            (Pattern.GLOBAL_FAILURES, keys.ABUSE_GLOBAL, keys.ABUSE_GLOBAL_ALERTED,
+             admission.attempt, limits.global_failures, None),
         ]  # fmt: skip
         if customer is not None:
             watched.append(
-                (Pattern.ACCOUNT_NUMBERS, keys.abuse_account(customer), admission.bucket,
-                 limits.account_numbers, customer)
+                (Pattern.ACCOUNT_NUMBERS, keys.abuse_account(customer),
+                 keys.abuse_account_alerted(customer), admission.bucket, limits.account_numbers,
+                 customer)
             )  # fmt: skip
         pipe = self.redis.pipeline()
-        for _, window, member, limit, _ in watched:
-            _slide(pipe, window, member, now, limit + 1, limits.window, keys.abuse_alerted(window))
+        reads = [
+            _slide(pipe, window, member, now, limit + 1, limits.window, mark)
+            for _, window, mark, member, limit, _ in watched
+        ]
         replies = pipe.execute()
-        for n, (pattern, window, _, limit, account) in enumerate(watched):
-            group = replies[n * _GROUP : (n + 1) * _GROUP]
-            trip = over(pattern, group[_COUNT], limit, limits.window)
-            if trip is None or _until(group[_MARK]) > now:
+        for read, (pattern, _, mark, _, limit, account) in zip(reads, watched, strict=True):
+            count, alerted = read(replies)
+            trip = over(pattern, count, limit, limits.window)
+            if trip is None or _until(alerted) > now:
                 continue  # under the limit, or already alerted in this window: no round trip
-            if self._claim(keys.abuse_alerted(window), now):
+            if self._claim(mark, now):
                 self._alert(trip, state, account=account)
 
     def refused(self, state: CallState) -> bool:
@@ -168,20 +204,21 @@ class AbuseGuard:
         )
 
 
-# One window update, six commands: add, trim by age, keep the newest `keep` entries (the limit
-# and one more tell "over the limit"), count, let the set expire with the window, read the mark.
-_GROUP, _COUNT, _MARK = 6, 3, 5
-
-
 def _slide(
     pipe: Pipeline, key: str, member: str, now: float, keep: int, window: int, mark: str
-) -> None:
+) -> Callable[[list[Any]], tuple[int, bytes | None]]:
+    """Queue one window update: add, trim by age, keep the newest `keep` entries (the limit and
+    one more tell "over the limit"), count, let the set expire with the window, read the mark.
+    Returns how to read the count and the mark from the pipeline's replies."""
     pipe.zadd(key, {member: now})
     pipe.zremrangebyscore(key, "-inf", now - window)
     pipe.zremrangebyrank(key, 0, -(keep + 1))
+    count = len(pipe)
     pipe.zcard(key)
     pipe.expire(key, window)
+    alerted = len(pipe)
     pipe.get(mark)
+    return lambda replies: (replies[count], replies[alerted])
 
 
 def _until(raw: bytes | None) -> float:

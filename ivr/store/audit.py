@@ -18,7 +18,7 @@ from typing import Any
 
 from redis import Redis
 
-from ivr.auth.codes import UNMATCHED_PREFIX
+from ivr.auth.claims import UNMATCHED_PREFIX
 from ivr.flows.engine import CallState
 from ivr.store import keys
 

@@ -17,8 +17,21 @@ from redis.client import Pipeline
 from ivr.auth.codes import IssuedCode
 from ivr.store import keys
 
-DeliveryStatus = Literal["pending", "sent", "failed", "abandoned"]
+DeliveryState = Literal["pending", "sent", "failed", "abandoned"]
 VERIFY_MARK = "verify"  # Twilio Verify holds the code; we only know one was sent
+
+# KEYS: the delivery records, then the code keys, as many of each. A record that is gone stays
+# gone (no half record for a job to misread); every code goes.
+_ABANDON = """
+local half = #KEYS / 2
+for i = 1, half do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('HSET', KEYS[i], 'status', 'abandoned')
+  end
+end
+redis.call('DEL', unpack(KEYS, half + 1))
+return 0
+"""
 
 
 @dataclass(frozen=True)
@@ -43,7 +56,7 @@ class DeliveryRecord:
     """
 
     nonce: str
-    status: DeliveryStatus
+    status: DeliveryState
     claim: str  # the account claimed when the send was asked for: the code is bound to it
     deadline: float  # epoch seconds; from then on the send is refused (the caller gave up)
     callback: CallbackRef | None = None
@@ -62,6 +75,7 @@ class CodeStore:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        self._abandon = redis.register_script(_ABANDON)
 
     def issue_otp(self, call_sid: str, method: str, issued: IssuedCode | str, ttl: int) -> None:
         """Replace any earlier code of this call and method (a resend voids the old code)."""
@@ -97,11 +111,11 @@ class CodeStore:
     ) -> None:
         """A new send for this call and method; any earlier one still running is superseded.
 
-        Each send's claim stays beside the current one (`claim:<nonce>`; a call makes only a few
-        sends), so a superseded job that never sent can hand back what it was counted against.
+        Every send's claim stays in the record (`claim:<nonce>`; a call makes only a few sends),
+        so a superseded job that never sent can hand back what it was counted against.
         """
         key = keys.delivery(call_sid, method)
-        fields = {"status": "pending", "nonce": nonce, "claim": claim, "deadline": repr(deadline)}
+        fields = {"status": "pending", "nonce": nonce, "deadline": repr(deadline)}
         fields[f"claim:{nonce}"] = claim
         if callback is not None:
             fields["callback"] = json.dumps(asdict(callback))
@@ -119,9 +133,9 @@ class CodeStore:
     def delivery_record(self, call_sid: str, method: str) -> DeliveryRecord | None:
         return _record(self.redis.hgetall(keys.delivery(call_sid, method)))
 
-    def delivery(self, call_sid: str, method: str) -> DeliveryStatus | None:
-        record = self.delivery_record(call_sid, method)
-        return record.status if record else None
+    def delivery(self, call_sid: str, method: str) -> DeliveryState | None:
+        raw = self.redis.hget(keys.delivery(call_sid, method), "status")
+        return raw.decode() if raw is not None else None  # type: ignore[return-value]
 
     def pending(self, call_sid: str, method: str, nonce: str, now: float) -> DeliveryRecord | None:
         """The send `nonce`, if it is still the current one, pending and within its deadline."""
@@ -135,7 +149,7 @@ class CodeStore:
         nonce: str,
         ttl: int,
         *,
-        status: DeliveryStatus | None = None,
+        status: DeliveryState | None = None,
         issue: IssuedCode | str | None = None,
         void: bool = False,
         now: float | None = None,
@@ -171,20 +185,12 @@ class CodeStore:
     def abandon(self, call_sid: str, *methods: str) -> None:
         """Void these sends of the call and their codes, whatever state they are in.
 
-        For when the caller has been told a send failed, or claims another account: one
-        transaction over the delivery records, so a job issuing a code at the same moment
-        either finishes first (and its code is deleted here) or finds its send abandoned.
+        For when the caller has been told a send failed, or claims another account: one script
+        over the delivery records, so a job issuing a code at the same moment either finishes
+        first (and its code is deleted here) or finds its send abandoned.
         """
         records = [keys.delivery(call_sid, m) for m in methods]
-
-        def update(pipe: Pipeline) -> None:
-            existing = [key for key in records if pipe.exists(key)]
-            pipe.multi()
-            for key in existing:
-                pipe.hset(key, "status", "abandoned")
-            pipe.delete(*(keys.otp(call_sid, m) for m in methods))
-
-        self.redis.transaction(update, *records)
+        self._abandon(keys=[*records, *(keys.otp(call_sid, m) for m in methods)])
 
     def _put(self, key: str, issued: IssuedCode | str, ttl: int) -> None:
         self.redis.set(key, _encode(issued), ex=ttl)
@@ -208,7 +214,7 @@ def _record(raw: dict[bytes, bytes]) -> DeliveryRecord | None:
         return DeliveryRecord(
             nonce=values["nonce"],
             status=values["status"],  # type: ignore[arg-type]
-            claim=values["claim"],
+            claim=values[f"claim:{values['nonce']}"],
             deadline=float(values["deadline"]),
             callback=CallbackRef(**json.loads(callback)) if callback else None,
         )

@@ -65,12 +65,13 @@ def abuse_account(account: str) -> str:
     return f"{PREFIX}:abuse:account:{account}"
 
 
+def abuse_account_alerted(account: str) -> str:
+    """Marks that the account's window has alerted, until the time it holds."""
+    return f"{abuse_account(account)}:alerted"
+
+
 ABUSE_GLOBAL = f"{PREFIX}:abuse:global"
-
-
-def abuse_alerted(window_key: str) -> str:
-    """Marks that an alert-only window has alerted, until the time it holds."""
-    return f"{window_key}:alerted"
+ABUSE_GLOBAL_ALERTED = f"{ABUSE_GLOBAL}:alerted"  # as `abuse_account_alerted`, service-wide
 
 
 def line_signals(call_sid: str) -> str:

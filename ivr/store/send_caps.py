@@ -1,23 +1,11 @@
 """Send caps: how many codes and call backs may go out, per call, account, destination, prefix.
 
 A send costs money and reaches a person, so it is capped before it is queued (SMS pumping,
-SECURITY 14). Only sends that happen are counted (SECURITY 30): a request one cap refuses counts
-against none of them, and a send the worker ends up not making (a permanent failure, a stale or
-superseded job) is handed back with `refund`. Otherwise one caller capped on their own account
-could keep pressing "text me" and use up the budget of their whole country prefix.
-
-Known and unknown accounts are counted alike, so a refusal tells a caller nothing:
-
-- the call and account scopes count every allowed request, for the claimed account id whether or
-  not it exists; a request for an account with no destination "sends" nothing, but the caller
-  is told a code is on its way, so it counts as a send (refunded only when superseded, as a
-  customer's is);
-- the destination and prefix scopes count only real destinations on file: they are shared by
-  customers, and an unknown account has no destination to share. Settings keep both at or
-  above the account cap, so a lone account is never refused by them sooner than by its own.
-
-Each window opens with its first counted send. The call scope is not refunded: it bounds what
-one call may ask for, whatever became of the sends.
+SECURITY 14), and only sends that happen are counted (SECURITY 30): one request counts against
+every scope or none, and a send the worker does not make is handed back (`refund`). Known and
+unknown accounts are counted alike so a refusal tells a caller nothing; the destination and
+prefix scopes, shared by customers, count only real destinations on file. The call scope is never
+refunded: it bounds what one call may ask for. The README's "Send caps" paragraph has the rules.
 """
 
 from __future__ import annotations
@@ -28,7 +16,6 @@ from typing import Literal
 from redis import Redis
 
 from ivr.auth.codes import country_prefix
-from ivr.settings import Settings
 from ivr.store import keys
 
 CapName = Literal["call", "account", "destination", "prefix"]
@@ -67,19 +54,8 @@ class SendLimits:
     destination: int
     prefix: int
     window: int
-    per_call: int = 3
-    call_window: int = 3600  # as long as a call's state lives
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> SendLimits:
-        return cls(
-            account=settings.send_limit_account,
-            destination=settings.send_limit_destination,
-            prefix=settings.send_limit_prefix,
-            window=settings.send_window,
-            per_call=settings.code_requests_per_call,
-            call_window=settings.session_ttl,
-        )
+    per_call: int
+    call_window: int  # as long as a call's state lives
 
 
 @dataclass(frozen=True)
@@ -122,7 +98,6 @@ class SendLimiter:
         self.redis = redis
         self.limits = limits
         self._take = redis.register_script(_TAKE)
-        self._refund = redis.register_script(_REFUND)
 
     def allow(self, scopes: SendScopes) -> SendDecision:
         """Count one send against every scope if each has room; otherwise count nothing."""
@@ -143,11 +118,12 @@ class SendLimiter:
         )
         return SendDecision(counted[refused - 1][0] if refused else None)
 
-    def refund(self, scopes: SendScopes) -> None:
-        """Hand back a send that was allowed but not made; the call scope keeps it."""
-        refunded = [("account", scopes.account)]
-        if scopes.destination:
-            refunded.append(("destination", scopes.destination))
-        if scopes.prefix:
-            refunded.append(("prefix", scopes.prefix))
-        self._refund(keys=[keys.sends(scope, value) for scope, value in refunded])
+
+def refund(redis: Redis, scopes: SendScopes) -> None:
+    """Hand back a send that was allowed but not made; the call scope keeps it."""
+    refunded = [("account", scopes.account)]
+    if scopes.destination:
+        refunded.append(("destination", scopes.destination))
+    if scopes.prefix:
+        refunded.append(("prefix", scopes.prefix))
+    redis.register_script(_REFUND)(keys=[keys.sends(scope, value) for scope, value in refunded])

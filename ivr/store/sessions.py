@@ -3,19 +3,18 @@
 With each state the reply to the request that produced it is kept: Twilio retries a request it
 got no answer to, and the retry must get the same answer rather than count a second attempt.
 
-One request of a call runs at a time, under a lock whose life is one request's: the work under
-it is a few Redis commands (each gives up after 2 s, `runtime.connect_redis`) and at most one
-argon2 check (~25 ms) or one Twilio Verify check (at most 3 s, `twilio_api.CHECK_TIMEOUT`), so
-a request that still holds it after LOCK_TIMEOUT has died (a killed worker, a Redis freeze that
-ate the release). Twilio's retry then waits at most LOCK_TIMEOUT for it, well inside Twilio's
-15 s, and is served normally. A request that outlived its lock anyway cannot save over the
-retry that took it over: `save` is fenced by the lock.
+One request of a call runs at a time, under a lock whose life is one request's (LOCK_TIMEOUT),
+so Twilio's retry behind a dead holder is still served inside Twilio's 15 s; `save` is fenced by
+the lock, so a request that outlived it cannot overwrite the retry that took it over. The
+lock's life covers a few Redis commands (2 s each at most, `runtime.connect_redis`) and one
+argon2 check or one Twilio Verify check (at most 3 s, `twilio_api.CHECK_TIMEOUT`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from dataclasses import dataclass
 from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import LockError, RedisError
-from redis.lock import Lock
 
+from ivr.errors import IvrError
 from ivr.flows.engine import CallState
 from ivr.store import keys
 
@@ -36,8 +35,31 @@ REF = re.compile(r"[A-Za-z0-9_-]{16}")  # secrets.token_urlsafe(12)
 OVER_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
 
 
-class LockLost(RedisError):
+class LockLost(IvrError):
     """This request held its call's lock longer than LOCK_TIMEOUT; another may now hold it."""
+
+
+# KEYS: the lock, the call; ARGV: the holder's token, the TTL, then the fields. Returns 0 (and
+# writes nothing) unless the lock still holds that token.
+_FENCED_SAVE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+if KEYS[3] then
+  redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class CallLock:
+    """A request's hold on its call: the lock's key and the token it was taken with."""
+
+    name: str
+    token: bytes
 
 
 @dataclass(frozen=True)
@@ -52,17 +74,18 @@ class SessionStore:
     def __init__(self, redis: Redis, ttl: int) -> None:
         self.redis = redis
         self.ttl = ttl
+        self._save = redis.register_script(_FENCED_SAVE)
 
     @contextmanager
-    def locked(self, call_sid: str) -> Iterator[Lock]:
+    def locked(self, call_sid: str) -> Iterator[CallLock]:
         """One request of a call at a time, across every web process; give the lock to `save`."""
-        lock = self.redis.lock(
-            keys.call_lock(call_sid), timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT
-        )
-        if not lock.acquire():
+        name = keys.call_lock(call_sid)
+        lock = self.redis.lock(name, timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT)
+        token = secrets.token_hex(16).encode()
+        if not lock.acquire(token=token):
             raise TimeoutError("call is busy")
         try:
-            yield lock
+            yield CallLock(name, token)
         finally:
             try:
                 lock.release()
@@ -108,19 +131,15 @@ class SessionStore:
 
         return bool(self.redis.transaction(write, key, value_from_callable=True))
 
-    def save(self, state: CallState, reply_seq: int, reply: str, lock: Lock | None = None) -> None:
-        """Store `state` with the reply to request `reply_seq`; with the call's `lock`, only
-        while this request still holds it (else LockLost, and nothing is written)."""
-        key = keys.call(state.call_sid)
-        mapping = {"state": state.to_json(), "reply_seq": reply_seq, "reply": reply}
-
-        def write(pipe: Pipeline) -> None:
-            if lock is not None and pipe.get(lock.name) != lock.local.token:
-                raise LockLost(f"call {state.call_sid}: held longer than {LOCK_TIMEOUT} s")
-            pipe.multi()
-            pipe.hset(key, mapping=mapping)
-            pipe.expire(key, self.ttl)
-            if state.ref:  # the reference lives exactly as long as the call it names
-                pipe.set(keys.callref(state.ref), state.call_sid, ex=self.ttl)
-
-        self.redis.transaction(write, *([lock.name] if lock is not None else []))
+    def save(self, state: CallState, reply_seq: int, reply: str, lock: CallLock) -> None:
+        """Store `state` with the reply to request `reply_seq`, only while this request still
+        holds the call's `lock` (else LockLost, and nothing is written)."""
+        fields = ("state", state.to_json(), "reply_seq", reply_seq, "reply", reply)
+        # The reference lives exactly as long as the call it names.
+        ref = [keys.callref(state.ref)] if state.ref else []
+        saved = self._save(
+            keys=[lock.name, keys.call(state.call_sid), *ref],
+            args=[lock.token, self.ttl, state.call_sid, *fields],
+        )
+        if not saved:
+            raise LockLost(f"call {state.call_sid}: held longer than {LOCK_TIMEOUT} s")

@@ -180,6 +180,12 @@ class WebProcess(ManagedProcess):
             time.sleep(0.1)
         self._fail(f"not serving on {self.base_url} within {timeout:g}s (last error: {last_error})")
 
+    def worker_pid(self) -> int:
+        """The one gunicorn worker (a child of the master, as /proc says)."""
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
 
 class WorkerProcess(ManagedProcess):
     """An rq worker (with the scheduler) consuming the ``ivr`` queue."""

@@ -98,17 +98,17 @@ def test_a_spraying_number_is_refused_and_raises_one_alert(
 def test_parallel_calls_from_one_number_get_no_more_attempts_than_the_limit(
     rdb: redis.Redis,
 ) -> None:
-    """Attempts are counted before they are checked (a WATCH transaction on the real Redis),
+    """Attempts are counted before they are checked (one script on the real Redis),
     so calls racing from one number cannot all pass the limit before any is counted."""
     calls = 20
     hasher = SecretHasher()  # production argon2 cost: a read-then-write window would be real
     directory = RedisCustomerDirectory(rdb)
     audit = AuditLog(rdb)
     settings = load_settings(code_key="abuse-race-code-key-0123")
+    abuse = make_abuse_guard(settings, rdb, audit)
     verifier = Verifier(
         directory, hasher, FailureCounter(rdb), audit, settings.account_max_failures,
-        make_possession(settings, rdb, directory, audit),
-        abuse=make_abuse_guard(settings, rdb, audit),
+        make_possession(settings, rdb, directory, audit, abuse), abuse=abuse,
     )  # fmt: skip
     start = threading.Barrier(calls)
     refused: list[int] = []

@@ -14,7 +14,6 @@ import secrets
 import signal
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,12 +40,6 @@ def slow_pin_customer(redis_url: str, pepper: str) -> Customer:
     return seed_customer(
         redis_url, Customer(account=ACCOUNT, phone=PHONE, pin_hash=enrol(hasher, "pin", PIN))
     )
-
-
-def worker_pid(master: int) -> int:
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    assert len(children) == 1, children
-    return int(children[0])
 
 
 class Call:
@@ -110,7 +103,7 @@ def test_retry_after_a_worker_killed_holding_the_lock_is_served(
         time.sleep(0.01)
     assert rdb.exists(lock), "the PIN request never took the call's lock"
     time.sleep(0.2)  # well inside the slow verification
-    os.kill(worker_pid(web.pid), signal.SIGKILL)
+    os.kill(web.worker_pid(), signal.SIGKILL)
     killed = time.monotonic()
     attempt.join(timeout=15)
     assert outcome and isinstance(outcome[0], requests.ConnectionError), outcome

@@ -22,19 +22,19 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from rq import Worker
 
 from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.outbox import Outbox
-from ivr.simulator import CallResult, Gather, HttpTransport, Keys
+from ivr.simulator import CallResult, HttpTransport, Keys
 from ivr.simulator.phone import Phone
 from ivr.simulator.player import CallerInput
 from ivr.store.customers import Customer
 from tests.support import (
     TimedTransport,
+    Turns,
     assert_well_served,
     audit_events,
     authentications,
@@ -96,25 +96,6 @@ def accounts(redis_url: str, pin_hash: str) -> None:
     seed_customer(redis_url, Customer(VICTIM_ACCOUNT, VICTIM_PHONE, pin_hash=pin_hash))
 
 
-Answer = CallerInput | None | Callable[[], CallerInput]
-
-
-class Caller:
-    """Answers each <Gather> with the next answer, checking the step it is asked at; silent
-    once the script is spent, so the IVR ends the call its own way."""
-
-    def __init__(self, *turns: tuple[str, Answer]) -> None:
-        self.turns = list(turns)
-
-    def __call__(self, gather: Gather, heard: list[str]) -> CallerInput | None:
-        step = urlsplit(gather.action or "").path.rsplit("/", 1)[-1]
-        if not self.turns:
-            return None
-        expected, answer = self.turns.pop(0)
-        assert step == expected, f"asked at {step!r}, expected {expected!r}; heard {heard[-1:]}"
-        return answer() if callable(answer) else answer
-
-
 def own_code(outbox_path: Path) -> Callable[[], CallerInput]:
     """The newest code in the attacker's mailbox, keyed in."""
     mailbox = Phone(Outbox(outbox_path))
@@ -155,7 +136,7 @@ class TestTheAttackersCodeProvesNothingForAVictim:
     def test_own_code_keyed_in_after_claiming_a_victim_is_refused(
         self, web, worker, auth_token, accounts, rdb, outbox_path, victim
     ) -> None:
-        caller = Caller(
+        caller = Turns(
             ("identify", Keys(ATTACKER_ACCOUNT + "#")),
             ("main_menu", Keys("1")),  # a code to the attacker's own address
             ("email_code", None),  # not used here: silence goes back to the menu
@@ -188,7 +169,7 @@ class TestAStalledWorkerNeverSendsLate:
     def test_the_send_the_caller_was_told_failed_never_goes_out(
         self, web, worker, auth_token, accounts, rdb, outbox_path
     ) -> None:
-        caller = Caller(("identify", Keys(ATTACKER_ACCOUNT + "#")), ("main_menu", Keys("1")))
+        caller = Turns(("identify", Keys(ATTACKER_ACCOUNT + "#")), ("main_menu", Keys("1")))
         transport = TimedTransport(HttpTransport())
         call = make_player(web.base_url, auth_token, transport, from_number=ATTACKER_PHONE)
 
@@ -221,7 +202,7 @@ class TestNothingPersonalRests:
             dumps.append(redis_contents(rdb))  # mid-call: the call's state, its send, caps
             return Keys("123456#")
 
-        caller = Caller(
+        caller = Turns(
             ("identify", Keys(MISTYPED + "#")),
             ("main_menu", Keys("1")),
             ("email_code", wrong_code),
@@ -246,7 +227,7 @@ class TestNothingPersonalRests:
     def test_the_worker_logs_jobs_by_id_not_by_whom_they_serve(
         self, web, worker, auth_token, accounts, rdb, outbox_path
     ) -> None:
-        caller = Caller(
+        caller = Turns(
             ("identify", Keys(ATTACKER_ACCOUNT + "#")),
             ("main_menu", Keys("1")),
             ("email_code", own_code(outbox_path)),

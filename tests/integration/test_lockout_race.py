@@ -19,6 +19,7 @@ from ivr.settings import load_settings
 from ivr.store.audit import AuditLog
 from ivr.store.counters import FailureCounter
 from ivr.store.customers import Customer, RedisCustomerDirectory
+from tests.support import lax_abuse_guard
 
 ACCOUNT, PIN, CAP, CALLS = "12345678", "583920", 3, 20
 
@@ -29,9 +30,10 @@ def test_parallel_guesses_never_exceed_the_cap(rdb: redis.Redis, redis_url: str)
     directory.add(Customer(ACCOUNT, "+14155550100", pin_hash=enrol(hasher, "pin", PIN)))
     audit = AuditLog(rdb)
     settings = load_settings(code_key="race-test-code-key-0123")
+    abuse = lax_abuse_guard(rdb, audit)  # one number makes every guess: the cap is the test
     verifier = Verifier(
         directory, hasher, FailureCounter(rdb), audit, CAP,
-        make_possession(settings, rdb, directory, audit),
+        make_possession(settings, rdb, directory, audit, abuse), abuse,
     )  # fmt: skip
     guesses = [f"{n:06d}" for n in range(100000, 100000 + CALLS - 1)] + [PIN]
     random.Random(7).shuffle(guesses)

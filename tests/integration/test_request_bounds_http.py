@@ -29,13 +29,6 @@ ALLOWED_GROWTH_KIB = 8 * 1024  # "a few MB": the app and a 64 KiB body, never th
 FORM = "application/x-www-form-urlencoded"
 
 
-def worker_pid(master: int) -> int:
-    """The one gunicorn worker (a child of the master, as /proc says)."""
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    assert len(children) == 1, children
-    return int(children[0])
-
-
 def memory_kib(pid: int) -> dict[str, int]:
     """VmRSS (now) and VmHWM (peak) of `pid`, in KiB."""
     fields = dict(
@@ -97,7 +90,7 @@ class TestLargeBodies:
     def test_96_mb_body_is_413_and_the_worker_does_not_grow(
         self, web, auth_token, rdb, chunked: bool
     ) -> None:
-        pid = worker_pid(web.pid)
+        pid = web.worker_pid()
         before = memory_kib(pid)
         length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {BODY}"
         signature = sign(auth_token, web.base_url + "/voice", {})[SIGNATURE_HEADER]

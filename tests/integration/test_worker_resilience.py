@@ -23,6 +23,7 @@ from rq.job import JobStatus
 from ivr.processes import QUEUE
 from ivr.store.server import RedisServer
 from tests.integration.worker_jobs import mark, sleep_then_mark
+from tests.support import wait_until
 
 #: Seconds a restarted worker may take to pick work up again (it backs off while Redis is away).
 RECOVERY = 20.0
@@ -63,20 +64,13 @@ def private_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
         server.stop()
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} within {timeout:g} s"
-        time.sleep(0.1)
-
-
 def assert_keeps_working(worker: object, conn: redis.Redis) -> None:
     """A job queued now and one waiting in rq's schedule both run on this worker."""
     queue = Queue(QUEUE, connection=conn)
     queue.enqueue(mark, "it:now")
     queue.enqueue_in(timedelta(seconds=1), mark, "it:scheduled")
-    wait_for(lambda: conn.get("it:now"), RECOVERY, "a job queued after the restart did not run")
-    wait_for(
+    wait_until(lambda: conn.get("it:now"), RECOVERY, "a job queued after the restart did not run")
+    wait_until(
         lambda: conn.get("it:scheduled"),
         RECOVERY,
         "a scheduled job (how a failed send is retried) did not run after the restart",
@@ -101,10 +95,10 @@ def test_busy_worker_survives_a_redis_restart_and_finishes_the_job(
     worker = worker_on_redis(private_redis.url)
     conn = private_redis.client()
     job = Queue(QUEUE, connection=conn).enqueue(sleep_then_mark, 2.0, "it:busy")
-    wait_for(lambda: job.get_status() == JobStatus.STARTED, 10, "the slow job did not start")
+    wait_until(lambda: job.get_status() == JobStatus.STARTED, 10, "the slow job did not start")
     private_redis.kill()
     time.sleep(6)  # the job ends, and writes, while Redis is away
     private_redis.start_again()
     conn = private_redis.client()
-    wait_for(lambda: conn.get("it:busy"), RECOVERY, "the job in progress did not finish its work")
+    wait_until(lambda: conn.get("it:busy"), RECOVERY, "the job in progress did not finish its work")
     assert_keeps_working(worker, conn)

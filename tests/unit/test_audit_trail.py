@@ -23,7 +23,7 @@ from redis import Redis
 
 from ivr.assurance import Assurance
 from ivr.audit_view import Query, parse_since, table
-from ivr.auth import codes
+from ivr.auth import claims
 from ivr.cli import cli
 from ivr.flows import trail
 from ivr.flows.engine import CallerInput, CallState, Engine, Enqueue
@@ -222,7 +222,7 @@ class TestWholeCalls:
             ("offered", "pin", ""),
             ("authenticate", "pin", "failure_unknown_account"),
         ]
-        claim = codes.unmatched_claim(CODE_KEY, NOBODY)
+        claim = claims.unmatched_claim(CODE_KEY, NOBODY)
         assert {e["account"] for e in events if "account" in e} == {claim}
         lines = json_lines(audit_log)
         assert {line["account"] for line in lines if "account" in line} == {claim}
@@ -392,7 +392,7 @@ class TestLogLine:
         }
 
     def test_an_unmatched_claim_is_logged_as_it_is(self) -> None:
-        claim = codes.unmatched_claim(CODE_KEY, NOBODY)
+        claim = claims.unmatched_claim(CODE_KEY, NOBODY)
         assert json.loads(log_line({"event": "identify", "account": claim}))["account"] == claim
 
     def test_a_field_outside_the_list_is_refused(self, redis: Any) -> None:
@@ -491,7 +491,7 @@ class TestAuditCommand:
 
     def test_an_account_as_json_lines(self, played: tuple[CallResult, CallResult]) -> None:
         _, second = played
-        claim = codes.unmatched_claim(CODE_KEY, NOBODY)
+        claim = claims.unmatched_claim(CODE_KEY, NOBODY)
         out = CliRunner().invoke(cli, ["audit", "--account", claim, "--json", "--since", "1h"])
         assert out.exit_code == 0, out.output
         events = [json.loads(line) for line in out.output.splitlines()]

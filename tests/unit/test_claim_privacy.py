@@ -18,7 +18,7 @@ import pytest
 from flask import Flask
 from rq import Queue
 
-from ivr.auth import codes
+from ivr.auth import claims
 from ivr.auth.possession import PLACE_CALLBACK_JOB
 from ivr.flows.engine import CallState
 from ivr.processes import QUEUE
@@ -58,8 +58,8 @@ class TestDefaultFlow:
         assert result.said("That did not match our records"), result.transcript()
 
         assert_rests_nowhere(ALICE.pin, redis, caplog.text)
-        claims = {e["account"] for e in audit_events(redis, call.call_sid) if "account" in e}
-        assert claims == {codes.unmatched_claim(CODE_KEY, ALICE.pin)}
+        claimed = {e["account"] for e in audit_events(redis, call.call_sid) if "account" in e}
+        assert claimed == {claims.unmatched_claim(CODE_KEY, ALICE.pin)}
 
     def test_a_matched_account_is_kept_by_its_number(
         self, player: PlayerFactory, redis: Any, customers: dict[str, DemoCustomer]

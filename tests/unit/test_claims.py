@@ -18,13 +18,12 @@ import hmac
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
 
 from ivr.assurance import Assurance
-from ivr.auth import codes
+from ivr.auth import claims, codes
 from ivr.auth.verifier import Verifier
 from ivr.flows.checks import check_flow, errors
 from ivr.flows.engine import (
@@ -40,10 +39,10 @@ from ivr.flows.engine import (
 from ivr.flows.loader import load_flow, load_flow_with_marks
 from ivr.outbox import Outbox
 from ivr.runtime import Runtime
-from ivr.simulator import CallPlayer, CallResult, Gather, Keys
+from ivr.simulator import CallPlayer, CallResult, Keys
 from ivr.simulator.phone import Phone
 from tests.conftest import ALICE, BOB, REPO_ROOT, DemoCustomer, PlayerFactory, make_app, run_jobs
-from tests.support import assert_never_enqueued, authentications
+from tests.support import Answer, Turns, assert_never_enqueued, authentications
 
 TEST_FLOWS = REPO_ROOT / "tests" / "flows"
 REIDENTIFY = load_flow(TEST_FLOWS / "reidentify.yaml")
@@ -87,24 +86,6 @@ class Mailbox:
         code = self.phone.latest_code()
         assert code is not None, "no code was emailed"
         return Keys(f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}#")
-
-
-Answer = Keys | None | Callable[[], Keys]
-
-
-class Turns:
-    """The caller's answers, each with the step it must be asked at; silent once spent."""
-
-    def __init__(self, *turns: tuple[str, Answer]) -> None:
-        self.turns = list(turns)
-
-    def __call__(self, gather: Gather, heard: list[str]) -> Keys | None:
-        step = urlsplit(gather.action or "").path.rsplit("/", 1)[-1]
-        if not self.turns:
-            return None
-        expected, answer = self.turns.pop(0)
-        assert step == expected, f"asked at {step!r}, expected {expected!r}; heard {heard[-1:]}"
-        return answer() if callable(answer) else answer
 
 
 @pytest.fixture
@@ -397,7 +378,8 @@ class TestEngineClaims:
         )
         assert state.failures == 1
 
-    def test_the_same_claim_again_keeps_its_proofs(self) -> None:
+    def test_the_same_claim_again_drops_its_proofs(self) -> None:
+        """As the flow checker reasons: after any identify, nothing is proved."""
         ports = ClaimPorts()
         engine, state = at_menu(ports)
         engine.answer(state, CallerInput(digits="2"))
@@ -406,8 +388,9 @@ class TestEngineClaims:
         engine.answer(state, CallerInput(digits="9"))
         ports.calls.clear()
         engine.answer(state, CallerInput(digits=ALICE.account))
-        assert ports.calls == []
-        assert state.proofs == ["pin"]
+        assert ("drop_claim", ALICE.account, "") in ports.calls
+        assert state.proofs == []
+        assert state.assurance == Assurance.identified
 
     def test_a_code_is_asked_for_with_the_steps_max_wait(self) -> None:
         ports = ClaimPorts()
@@ -502,12 +485,12 @@ class TestClaimIds:
     KEY = "claim-key-0123456789abcdef"
 
     def test_unmatched_claims_are_keyed_digests(self) -> None:
-        claim = codes.unmatched_claim(self.KEY, "31415926")
+        claim = claims.unmatched_claim(self.KEY, "31415926")
         assert claim.startswith("unmatched-") and "31415926" not in claim
         assert not claim.isdigit()
-        assert claim == codes.unmatched_claim(self.KEY, "31415926")  # stable: one scope
-        assert claim != codes.unmatched_claim(self.KEY, "31415927")
-        assert claim != codes.unmatched_claim("another-key-0123456789", "31415926")
+        assert claim == claims.unmatched_claim(self.KEY, "31415926")  # stable: one scope
+        assert claim != claims.unmatched_claim(self.KEY, "31415927")
+        assert claim != claims.unmatched_claim("another-key-0123456789", "31415926")
         plain = hashlib.sha256(b"31415926").hexdigest()
         assert plain[:32] not in claim  # keyed, not a bare hash anyone can enumerate
 
@@ -518,7 +501,7 @@ class TestClaimIds:
         assert isinstance(verifier, Verifier)
         assert verifier.claim(ALICE.account) == ALICE.account
         key = runtime.settings.code_key or ""
-        assert verifier.claim(UNKNOWN) == codes.unmatched_claim(key, UNKNOWN)
+        assert verifier.claim(UNKNOWN) == claims.unmatched_claim(key, UNKNOWN)
 
     def test_without_a_key_a_typed_claim_fails_closed(
         self, runtime: Runtime, customers: dict[str, DemoCustomer]

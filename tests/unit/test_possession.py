@@ -56,7 +56,7 @@ from tests.conftest import (
     make_app,
     run_jobs,
 )
-from tests.support import assert_not_in_redis, redis_contents
+from tests.support import assert_not_in_redis, lax_abuse_guard, redis_contents
 
 KEY = "k" * 32
 T0 = 1_800_000_000.0
@@ -68,7 +68,7 @@ SID_B = "CA" + "cd" * 16
 CALLER = "+15005550006"  # calls from a number that is not on file for anyone
 UNKNOWN_ACCOUNT = "99999999"
 CODE_IN_SMS = re.compile(r"your verification code is ([0-9]+)\.")
-LIMITS = SendLimits(account=5, destination=5, prefix=200, window=600)
+LIMITS = SendLimits(account=5, destination=5, prefix=200, window=600, per_call=3, call_window=3600)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -190,6 +190,7 @@ def possession_with(
         policy,
         SendLimiter(redis, limits),
         AuditLog(redis),
+        lax_abuse_guard(redis, AuditLog(redis)),
         verify,
         clock=lambda: now[0],
     )

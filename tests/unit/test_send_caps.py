@@ -20,10 +20,10 @@ from ivr.errors import SettingsError
 from ivr.flows.engine import CallState
 from ivr.outbox import Outbox
 from ivr.processes import QUEUE
-from ivr.runtime import Runtime
+from ivr.runtime import Runtime, send_limits
 from ivr.settings import load_settings
 from ivr.store import keys
-from ivr.store.send_caps import SendLimiter, SendLimits, SendScopes
+from ivr.store.send_caps import SendLimiter, SendLimits, SendScopes, refund
 from tests.conftest import ALICE, DemoCustomer, run_jobs
 from workers import jobs
 
@@ -95,7 +95,7 @@ class TestLimiter:
         assert limiter.allow(scopes(account="22222222", to="+35312345678"))
 
     def test_caps_per_call(self, redis: Any) -> None:
-        limiter = SendLimiter(redis, SendLimits(5, 5, 200, 600, per_call=2))
+        limiter = SendLimiter(redis, SendLimits(5, 5, 200, 600, per_call=2, call_window=3600))
         results = [
             limiter.allow(scopes(account=f"1111111{i}", to=f"+1415555010{i}")).capped
             for i in range(3)
@@ -157,7 +157,7 @@ class TestLimiter:
         limiter = SendLimiter(redis, LIMITS)
         limiter.allow(scopes())
         limiter.allow(scopes())
-        limiter.refund(scopes())
+        refund(redis, scopes())
         assert counters(redis) == {
             keys.sends("call", SID): 2,
             keys.sends("account", "11111111"): 1,
@@ -170,9 +170,9 @@ class TestLimiter:
         limiter = SendLimiter(redis, LIMITS)
         limiter.allow(scopes())
         for _ in range(3):
-            limiter.refund(scopes())
+            refund(redis, scopes())
         redis.delete(keys.sends("destination", "+14155550100"))  # that window closed
-        limiter.refund(scopes())
+        refund(redis, scopes())
         assert counters(redis) == {
             keys.sends("call", SID): 1,
             keys.sends("account", "11111111"): 0,
@@ -218,7 +218,7 @@ class TestRequests:
         assert possession.request_code(asking(call_sid=sid(1)), "sms_otp") == "queued"
 
     def test_the_bound_is_a_setting(self, redis: Any) -> None:
-        limits = SendLimits.from_settings(load_settings(code_requests_per_call=1))
+        limits = send_limits(load_settings(code_requests_per_call=1))
         limiter = SendLimiter(redis, limits)
         assert [limiter.allow(scopes()).capped for _ in range(2)] == [None, "call"]
 
@@ -285,30 +285,28 @@ class TestRefunds:
         assert len(Outbox(worker_env).messages()) == 1
         assert self.sent_counters(redis) == {"call": 1, "account": 1, "destination": 1, "prefix": 1}
 
-    def test_a_send_that_failed_for_good_is_handed_back(
+    @pytest.mark.parametrize(
+        "never_made", ["sms_failed_for_good", "callback_failed_for_good", "stale"]
+    )
+    def test_a_send_never_made_is_handed_back(
         self,
+        never_made: str,
         redis: Any,
         runtime: Runtime,
         customers: dict[str, DemoCustomer],
         worker_env: Path,
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
-        monkeypatch.setenv("IVR_SMS_BACKEND", "twilio")  # and no IVR_SMS_FROM: fails for good
-        runtime.possession.request_code(asking(), "sms_otp")
-        run_jobs(redis)
-        assert Outbox(worker_env).messages() == []
-        assert self.sent_counters(redis) == {"call": 1, "account": 0, "destination": 0, "prefix": 0}
-
-    def test_a_callback_that_failed_for_good_is_handed_back(
-        self,
-        redis: Any,
-        runtime: Runtime,
-        customers: dict[str, DemoCustomer],
-        worker_env: Path,
-        monkeypatch: pytest.MonkeyPatch,
-    ) -> None:
-        monkeypatch.setenv("IVR_CALL_BACKEND", "twilio")  # and no IVR_CALLER_ID: fails for good
-        runtime.possession.request_callback(asking(), "call_back")
+        if never_made == "sms_failed_for_good":
+            monkeypatch.setenv("IVR_SMS_BACKEND", "twilio")  # and no IVR_SMS_FROM: fails for good
+            runtime.possession.request_code(asking(), "sms_otp")
+        elif never_made == "callback_failed_for_good":
+            monkeypatch.setenv("IVR_CALL_BACKEND", "twilio")  # and no IVR_CALLER_ID: for good
+            runtime.possession.request_callback(asking(), "call_back")
+        else:
+            runtime.possession.request_code(asking(), "sms_otp", max_wait=12)
+            late = time.time() + 13  # the worker gets to it after the caller stopped holding
+            monkeypatch.setattr(jobs, "time", SimpleNamespace(time=lambda: late))
         run_jobs(redis)
         assert Outbox(worker_env).messages() == []
         assert self.sent_counters(redis) == {"call": 1, "account": 0, "destination": 0, "prefix": 0}
@@ -321,21 +319,6 @@ class TestRefunds:
         run_jobs(redis)
         assert len(Outbox(worker_env).messages()) == 1
         assert self.sent_counters(redis) == {"call": 2, "account": 1, "destination": 1, "prefix": 1}
-
-    def test_a_stale_send_is_handed_back(
-        self,
-        redis: Any,
-        runtime: Runtime,
-        customers: dict[str, DemoCustomer],
-        worker_env: Path,
-        monkeypatch: pytest.MonkeyPatch,
-    ) -> None:
-        runtime.possession.request_code(asking(), "sms_otp", max_wait=12)
-        late = time.time() + 13  # the worker gets to it after the caller stopped holding
-        monkeypatch.setattr(jobs, "time", SimpleNamespace(time=lambda: late))
-        run_jobs(redis)
-        assert Outbox(worker_env).messages() == []
-        assert self.sent_counters(redis) == {"call": 1, "account": 0, "destination": 0, "prefix": 0}
 
     def test_a_send_to_nobody_stays_counted_like_a_customers(
         self, redis: Any, runtime: Runtime, worker_env: Path
@@ -356,7 +339,7 @@ class TestRefunds:
 class TestSettings:
     def test_the_limits_come_from_the_settings(self) -> None:
         settings = load_settings(code_requests_per_call=2, session_ttl=1800)
-        limits = SendLimits.from_settings(settings)
+        limits = send_limits(settings)
         assert (limits.per_call, limits.call_window) == (2, 1800)
         assert (limits.account, limits.destination, limits.prefix, limits.window) == (
             5,

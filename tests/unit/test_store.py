@@ -18,6 +18,7 @@ from ivr.store.counters import FailureCounter
 from ivr.store.customers import Customer, RedisCustomerDirectory
 from ivr.store.send_caps import SendLimiter, SendLimits
 from ivr.store.sessions import LOCK_TIMEOUT, SessionStore
+from tests.support import lax_abuse_guard
 
 PIN = "583920"
 PASSCODE = "purpleelephant42"
@@ -37,9 +38,13 @@ def directory(redis: Any) -> RedisCustomerDirectory:
 def verifier(redis: Any, directory: RedisCustomerDirectory, hasher: SecretHasher) -> Verifier:
     audit = AuditLog(redis)
     policy = CodePolicy(key="k" * 32, digits=6, ttl=600, service_digits=8, service_ttl=86400)
-    limiter = SendLimiter(redis, SendLimits(account=5, destination=5, prefix=100, window=600))
-    possession = Possession(redis, directory, policy, limiter, audit)
-    return Verifier(directory, hasher, FailureCounter(redis), audit, 3, possession)
+    limiter = SendLimiter(
+        redis,
+        SendLimits(account=5, destination=5, prefix=100, window=600, per_call=3, call_window=3600),
+    )
+    abuse = lax_abuse_guard(redis, audit)
+    possession = Possession(redis, directory, policy, limiter, audit, abuse)
+    return Verifier(directory, hasher, FailureCounter(redis), audit, 3, possession, abuse)
 
 
 def alice(**changes: Any) -> Customer:
@@ -340,17 +345,20 @@ class TestSessionStore:
     def test_save_sets_the_ttl(self, redis: Any) -> None:
         store = SessionStore(redis, 600)
         state = CallState(call_sid="CA" + "a" * 32, caller="+14155550100", step="identify")
-        store.save(state, -1, "<Response/>")
+        with store.locked(state.call_sid) as lock:
+            store.save(state, -1, "<Response/>", lock)
         ttl = redis.ttl(keys.call(state.call_sid))
         assert 0 < ttl <= 600
 
     def test_every_save_refreshes_the_ttl(self, redis: Any) -> None:
         store = SessionStore(redis, 600)
         state = CallState(call_sid="CA" + "a" * 32, caller="+1", step="identify")
-        store.save(state, -1, "<Response/>")
+        with store.locked(state.call_sid) as lock:
+            store.save(state, -1, "<Response/>", lock)
         redis.expire(keys.call(state.call_sid), 5)
         state.seq = 1
-        store.save(state, 0, "<Response/>")
+        with store.locked(state.call_sid) as lock:
+            store.save(state, 0, "<Response/>", lock)
         assert 5 < redis.ttl(keys.call(state.call_sid)) <= 600
 
     def test_round_trip(self, redis: Any) -> None:
@@ -365,7 +373,8 @@ class TestSessionStore:
             proofs=["pin"],
             failures=1,
         )
-        store.save(state, 3, "<Response><Hangup/></Response>")
+        with store.locked(state.call_sid) as lock:
+            store.save(state, 3, "<Response><Hangup/></Response>", lock)
         stored = store.load(state.call_sid)
         assert stored is not None
         assert stored.state == state

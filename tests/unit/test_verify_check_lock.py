@@ -75,7 +75,8 @@ def at_the_sms_step(rt: Runtime) -> None:
     """A call of Alice's that has proved her PIN and was texted a code by Twilio Verify."""
     enrol(rt, ALICE)
     state = CallState(SID, ALICE.phone, "sms_code", seq=7, account=ALICE.account, proofs=["pin"])
-    rt.sessions.save(state, 6, "<Response/>")
+    with rt.sessions.locked(SID) as lock:
+        rt.sessions.save(state, 6, "<Response/>", lock)
     rt.possession.codes.issue_otp(SID, "sms_otp", VERIFY_MARK, 600)
 
 
