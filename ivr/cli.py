@@ -170,6 +170,11 @@ def dev(host: str, port: int, data_dir: Path) -> None:
     help="Speech recognition confidence of what you say.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Also show each webhook request.")
+@click.option(
+    "--hold",
+    is_flag=True,
+    help="Once in a queue, stay on hold (for the agent page) until you press Enter.",
+)
 def call(
     base_url: str | None,
     in_process: bool,
@@ -178,6 +183,7 @@ def call(
     inputs: tuple[str, ...],
     confidence: float,
     verbose: bool,
+    hold: bool,
 ) -> None:
     """Play a phone call the way Twilio would: signed requests, keypad and speech.
 
@@ -201,9 +207,11 @@ def call(
         from_number=from_number,
         to_number=to_number,
         observer=echo,
+        send_status=not hold,
     )
     result = player.play(source)
     _raise_for_error(result)
+    _stay_on_hold(player, result, target, hold)
     if result.outcome == "hung_up" and source.expects_call_back(result.heard):
         click.echo("(waiting for a call back to the number on file...)")
         ring = phone.wait_for_call(timeout=15)
@@ -221,8 +229,38 @@ def call(
             to_number=ring.to,
             extra_params={"Direction": "outbound-api"},
             observer=echo,
+            send_status=not hold,
         )
-        _raise_for_error(back.play(source))
+        answered = back.play(source)
+        _raise_for_error(answered)
+        _stay_on_hold(back, answered, target, hold)
+
+
+def _stay_on_hold(player: Any, result: Any, target: Any, hold: bool) -> None:
+    """With --hold, a call that reached a queue waits there, as a real caller does, so the
+    agent page can show it; Enter hangs up. Any other call has hung up already."""
+    if not hold:
+        return
+    if result.outcome != "enqueued":
+        player.hang_up(result)
+        return
+    ref = _call_ref(result, target)
+    if ref:
+        click.echo(f"(on hold; the agent page: {target.base_url}/agent#ref={ref})")
+    click.prompt("  press Enter to hang up", default="", show_default=False)
+    player.hang_up(result)
+
+
+def _call_ref(result: Any, target: Any) -> str | None:
+    """The opaque reference the agent page asks by: in the task when TaskRouter is configured,
+    else in the call's state (the running `ivr dev`'s Redis, or the in-process one)."""
+    attributes = result.enqueue.attributes if result.enqueue else None
+    if attributes and attributes.get("call_ref"):
+        return str(attributes["call_ref"])
+    if target.sessions is None:
+        return None
+    stored = target.sessions.load(result.call_sid)
+    return stored.state.ref if stored is not None else None
 
 
 def _raise_for_error(result: Any) -> None:
@@ -232,13 +270,20 @@ def _raise_for_error(result: Any) -> None:
 
 class _Target:
     def __init__(
-        self, token: str, transport: Any, base_url: str, outbox: Path, caller_id: str
+        self,
+        token: str,
+        transport: Any,
+        base_url: str,
+        outbox: Path,
+        caller_id: str,
+        sessions: Any = None,
     ) -> None:
         self.token = token
         self.transport = transport
         self.base_url = base_url
         self.outbox = outbox
         self.caller_id = caller_id
+        self.sessions = sessions  # the calls' state, where this command can read it
 
 
 def _call_target(base_url: str | None, in_process: bool) -> _Target:
@@ -265,13 +310,20 @@ def _call_target(base_url: str | None, in_process: bool) -> _Target:
                 update={"twilio_auth_token": token, "redis_url": redis_url, "code_key": code_key}
             )
         )
-        return _Target(token, WsgiTransport(app), "http://localhost", outbox, caller_id)
+        sessions = app.extensions["ivr"].sessions
+        return _Target(token, WsgiTransport(app), "http://localhost", outbox, caller_id, sessions)
     if base_url is None:
         if state is None:
             raise IvrError(
                 "no running `ivr dev` found; start it, or pass --url and set TWILIO_AUTH_TOKEN"
             )
-        return _Target(state.auth_token, HttpTransport(), state.base_url, outbox, caller_id)
+        from ivr.runtime import connect_redis
+        from ivr.store.sessions import SessionStore
+
+        sessions = SessionStore(connect_redis(state.redis_url), settings.session_ttl)
+        return _Target(
+            state.auth_token, HttpTransport(), state.base_url, outbox, caller_id, sessions
+        )
     token = settings.twilio_auth_token or (state.auth_token if state else None)
     if not token:
         raise IvrError("TWILIO_AUTH_TOKEN: not set; requests must be signed like Twilio's")

@@ -125,6 +125,26 @@ def seed_demo_customers(redis: Redis, hasher: SecretHasher) -> list[DemoCustomer
     return added
 
 
+#: One demo agent per role of the shipped policy (flows/agents.yaml), for the screen pop.
+DEMO_AGENTS = {
+    "agent": "demo-agent",
+    "specialist": "demo-specialist",
+    "supervisor": "demo-supervisor",
+}
+
+
+def seed_demo_agents(redis: Redis) -> dict[str, str]:
+    """A fresh token for each demo agent, by role: tokens rest only as digests, so a restart
+    cannot show the old ones again; it rotates them instead."""
+    from ivr.store.agents import AgentDirectory
+
+    directory = AgentDirectory(redis)
+    return {
+        role: directory.rotate(name) if directory.get(name) else directory.add(name, role)
+        for role, name in DEMO_AGENTS.items()
+    }
+
+
 def _wait_for_http(port: int, proc: subprocess.Popen, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -168,6 +188,7 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
         from ivr.runtime import connect_redis, make_hasher
 
         added = seed_demo_customers(connect_redis(redis_url), make_hasher(settings))
+        agent_tokens = seed_demo_agents(connect_redis(redis_url))
         web = Child("web", web_command(f"{host}:{port}", 2, "--access-logfile", "-"), env)
         children.append(web)
         children.append(Child("worker", worker_command(redis_url), env))
@@ -177,7 +198,7 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
         _wait_for_http(port, web.proc)
         base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         DevState(base_url, token, redis_url, str(outbox), api_token).write(data_dir)
-        _banner(say, base_url, added)
+        _banner(say, base_url, added, agent_tokens)
         supervise(children, redis_server, say, _stop_on_signals())
     finally:
         for child in children:
@@ -295,7 +316,9 @@ def _keep_alive(child: Child, say: Say, backoff: AbstractBackoff) -> None:
     say(f"{child.name} exited (code {code}); restarting in {delay:g} s")
 
 
-def _banner(say: Say, base_url: str, added: list[DemoCustomer]) -> None:
+def _banner(
+    say: Say, base_url: str, added: list[DemoCustomer], agent_tokens: dict[str, str]
+) -> None:
     say("")
     say(f"secure-ivr is answering calls at {base_url}/voice")
     say("Demo customers (account / phone on file / PIN / spoken passcode):")
@@ -303,5 +326,8 @@ def _banner(say: Say, base_url: str, added: list[DemoCustomer]) -> None:
         say(f'  {demo.account}  {demo.phone}  PIN {demo.pin}  passcode "{demo.passcode}"')
     if not added:
         say("  (already in Redis from an earlier run)")
-    say("Play a call in another terminal:  ivr call")
+    say(f"Agent screen pop: {base_url}/agent  (sign in with a token; new ones each start)")
+    for role, token in agent_tokens.items():
+        say(f"  {role:11} {token}")
+    say("Play a call in another terminal:  ivr call  (--hold keeps it in the queue for the page)")
     say("Stop with Ctrl-C.")

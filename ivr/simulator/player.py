@@ -252,6 +252,7 @@ class CallPlayer:
         self.extra_params = dict(extra_params or {})
         self.max_requests = max_requests
         self.send_status = send_status
+        self._started = time.monotonic()
         self.observer = observer
         self.pause_scale = pause_scale
         self._validator = RequestValidator(auth_token)
@@ -266,7 +267,7 @@ class CallPlayer:
         `ScriptExhaustedError`) do propagate.
         """
         result = CallResult(call_sid=self.call_sid)
-        started = time.monotonic()
+        self._started = time.monotonic()
         step: _Next | None = _Next("voice", "POST", self.voice_url, {})
         first = True
         sent = 0
@@ -285,14 +286,19 @@ class CallPlayer:
             event = self._request(result, step.kind, step.method, document_url, params)
             step = self._answer(result, event, document_url, inputs)
         if self.send_status:
-            params = self._call_params("completed") | {
-                "CallDuration": str(int(time.monotonic() - started)),
-                "Timestamp": format_datetime(datetime.now(UTC)),
-                "CallbackSource": "call-progress-events",
-                "SequenceNumber": "0",
-            }
-            self._request(result, "status", "POST", self.status_url, params)
+            self.hang_up(result)
         return result
+
+    def hang_up(self, result: CallResult) -> None:
+        """The caller hangs up: Twilio posts the status callback. `play` does it unless the
+        player was made with `send_status=False` (a caller left on hold in a queue)."""
+        params = self._call_params("completed") | {
+            "CallDuration": str(int(time.monotonic() - self._started)),
+            "Timestamp": format_datetime(datetime.now(UTC)),
+            "CallbackSource": "call-progress-events",
+            "SequenceNumber": "0",
+        }
+        self._request(result, "status", "POST", self.status_url, params)
 
     # -- requests -----------------------------------------------------------------------------
 
