@@ -110,8 +110,8 @@ def _rewrite(node: Any, definitions: dict[str, Any]) -> Any:
 
 
 def _tagged(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]:
-    """A discriminated union as `if tag == X then X`, plus the tag's values (each described
-    by its model's docstring) for completion."""
+    """A discriminated union as `if tag == X then X`, plus the tag's values for completion,
+    each described by its model's docstring (`enumDescriptions`, which editors show)."""
     tag = node["discriminator"]["propertyName"]
     mapping: dict[str, str] = node["discriminator"]["mapping"]
     rest = {k: v for k, v in node.items() if k not in ("discriminator", "oneOf")}
@@ -127,9 +127,8 @@ def _tagged(node: dict[str, Any], definitions: dict[str, Any]) -> dict[str, Any]
             tag: {
                 "enum": list(mapping),
                 "enumDescriptions": described,
-                "description": "\n".join(
-                    f"- `{v}`: {d}" for v, d in zip(mapping, described, strict=True)
-                ),
+                "title": tag.capitalize(),
+                "description": "What the step does; each kind has keys of its own.",
             }
         },
         "allOf": [
