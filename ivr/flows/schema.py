@@ -42,35 +42,57 @@ class Strict(BaseModel):
 class GatherOptions(Strict):
     """What every step that listens to the caller shares: a prompt and a way out."""
 
-    prompt: str = Field(min_length=1)
-    reprompt: str = "Sorry, I didn't catch that."
-    max_tries: int = Field(default=3, ge=1, le=10)
-    timeout: int = Field(default=6, ge=1, le=60)
-    on_exhausted: StepId
+    prompt: str = Field(
+        min_length=1, description="What the caller hears; say how to answer (which keys, or words)."
+    )
+    reprompt: str = Field(
+        default="Sorry, I didn't catch that.",
+        description="Said before `prompt` again when the caller answered nothing usable.",
+    )
+    max_tries: int = Field(
+        default=3, ge=1, le=10, description="How many times to ask before `on_exhausted`."
+    )
+    timeout: int = Field(
+        default=6, ge=1, le=60, description="Seconds of silence that count as no answer."
+    )
+    on_exhausted: StepId = Field(
+        description="The step after `max_tries` asks without a usable answer."
+    )
 
 
 class SayStep(Strict):
+    """Speaks, then moves on."""
+
     kind: Literal["say"]
-    say: str = Field(min_length=1)
-    next: StepId
+    say: str = Field(min_length=1, description="What the caller hears.")
+    next: StepId = Field(description="The step after this one.")
 
 
 class GotoStep(Strict):
+    """Jumps to another step, saying nothing."""
+
     kind: Literal["goto"]
-    next: StepId
+    next: StepId = Field(description="The step to jump to.")
 
 
 class HangupStep(Strict):
+    """Ends the call."""
+
     kind: Literal["hangup"]
-    say: str | None = None
+    say: str | None = Field(default=None, description="Said before the call ends.")
 
 
 class Choice(Strict):
     """One menu option; a caller may press `key` or say one of `words`."""
 
-    key: str | None = Field(default=None, pattern=r"^[0-9*#]$")
-    words: list[str] = Field(default_factory=list)
-    next: StepId
+    key: str | None = Field(
+        default=None, pattern=r"^[0-9*#]$", description="One phone key: 0-9, * or #."
+    )
+    words: list[str] = Field(
+        default_factory=list,
+        description="Words or phrases a caller may say instead (needs speech in `input`).",
+    )
+    next: StepId = Field(description="The step this choice leads to.")
 
     @field_validator("key", mode="before")
     @classmethod
@@ -85,9 +107,13 @@ class Choice(Strict):
 
 
 class MenuStep(GatherOptions):
+    """Offers choices by keypad, speech or both."""
+
     kind: Literal["menu"]
-    input: InputMode = "dtmf"
-    choices: list[Choice] = Field(min_length=1)
+    input: InputMode = Field(
+        default="dtmf", description="How the caller answers: keys, speech, or either."
+    )
+    choices: list[Choice] = Field(min_length=1, description="The options, each with its `next`.")
 
     @model_validator(mode="after")
     def _distinct(self) -> MenuStep:
@@ -105,12 +131,14 @@ class IdentifyStep(GatherOptions):
     """Claims an account. It proves nothing: that is what `authenticate` is for."""
 
     kind: Literal["identify"]
-    min_digits: int = Field(default=6, ge=4, le=20)
-    max_digits: int = Field(default=12, ge=4, le=20)
-    # Pressing only the finish key means "the account linked to the number I call from".
-    # Unknown and known numbers then sound alike, so caller ID leaks nothing.
-    caller_id: bool = False
-    next: StepId
+    min_digits: int = Field(default=6, ge=4, le=20, description="Shortest account number.")
+    max_digits: int = Field(default=12, ge=4, le=20, description="Longest account number.")
+    # Unknown and known numbers sound alike, so caller ID leaks nothing.
+    caller_id: bool = Field(
+        default=False,
+        description="Pressing only the finish key claims the account linked to the calling number.",
+    )
+    next: StepId = Field(description="The step after an account is claimed.")
 
     @model_validator(mode="after")
     def _range(self) -> IdentifyStep:
@@ -124,18 +152,46 @@ class AuthenticateStep(GatherOptions):
     `answer_prompt` greets the customer on the call back."""
 
     kind: Literal["authenticate"]
-    method: Method
-    failure_prompt: str = "That did not match our records."
-    min_confidence: float = Field(default=0.5, ge=0.0, le=1.0)
-    next: StepId
-    # Where a failed attempt leads while the call's budget lasts; default: ask again.
-    on_failure: StepId | None = None
+    method: Method = Field(description="The factor this step checks.")
+    failure_prompt: str = Field(
+        default="That did not match our records.",
+        description="Said after a failed attempt; may use `{attempts_left}`.",
+    )
+    min_confidence: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="For `passcode`: speech recognised below this confidence counts as a failure.",
+    )
+    next: StepId = Field(description="The step after the factor is proved.")
+    on_failure: StepId | None = Field(
+        default=None,
+        description="Where a failed attempt leads while the call's budget lasts; absent: ask "
+        "again.",
+    )
     # Factors the worker delivers (codes, callback): holding, and the way out if delivery fails.
-    hold_prompt: str = "Please hold while we send your code."
-    unavailable_prompt: str = "Sorry, we could not send that right now."
-    on_unavailable: StepId | None = None
-    max_wait: int = Field(default=12, ge=2, le=MAX_WAIT)
-    answer_prompt: str = "Hello, this is the call back you asked for. To continue, press 1."
+    hold_prompt: str = Field(
+        default="Please hold while we send your code.",
+        description="For delivered factors: said while the worker sends the code or call.",
+    )
+    unavailable_prompt: str = Field(
+        default="Sorry, we could not send that right now.",
+        description="For delivered factors: said when sending fails or a send cap is reached.",
+    )
+    on_unavailable: StepId | None = Field(
+        default=None,
+        description="For delivered factors (required for them): where to go when sending fails.",
+    )
+    max_wait: int = Field(
+        default=12,
+        ge=2,
+        le=MAX_WAIT,
+        description="For delivered factors: the longest the caller holds, in seconds.",
+    )
+    answer_prompt: str = Field(
+        default="Hello, this is the call back you asked for. To continue, press 1.",
+        description="For `callback`: what the customer hears on answering the call back.",
+    )
 
     @model_validator(mode="after")
     def _delivery_can_fail(self) -> AuthenticateStep:
@@ -152,19 +208,27 @@ class EnqueueStep(Strict):
     so two steps cannot send callers to one queue on different terms."""
 
     kind: Literal["enqueue"]
-    queue: QueueName
-    say: str | None = None
+    queue: QueueName = Field(description="A queue declared under `queues:`.")
+    say: str | None = Field(default=None, description="Said before the caller is queued.")
 
 
 class Queue(Strict):
     """A queue declared once: what it takes to reach it, by which methods, and who serves it."""
 
-    requires: QueueLevel
-    # Only proofs by these methods count for this queue; absent means every method.
-    methods: tuple[Method, ...] | None = None
-    roles: tuple[RoleName, ...] = Field(min_length=1)
-    # Stricter requirement when caller ID attestation is absent or failed.
-    unattested_requires: QueueLevel | None = None
+    requires: QueueLevel = Field(description="The authentication a caller needs to enter.")
+    methods: tuple[Method, ...] | None = Field(
+        default=None,
+        description="Only proofs by these methods count for this queue; absent: every method.",
+    )
+    roles: tuple[RoleName, ...] = Field(
+        min_length=1,
+        description="The agent roles that serve the queue (agents.yaml says what each sees).",
+    )
+    unattested_requires: QueueLevel | None = Field(
+        default=None,
+        description="The requirement when caller ID attestation is absent or failed; it can "
+        "only add to `requires`.",
+    )
 
     @model_validator(mode="after")
     def _satisfiable(self) -> Queue:
@@ -210,18 +274,32 @@ GATHER_KINDS = ("menu", "identify", "authenticate")
 class AuthenticationPolicy(Strict):
     """The per-call budget, shared by every method, and the one way out when it is spent."""
 
-    max_failures: int = Field(default=2, ge=1, le=5)
-    failure_route: StepId
+    max_failures: int = Field(
+        default=2, ge=1, le=5, description="Failed attempts per call, across every method."
+    )
+    failure_route: StepId = Field(
+        description="The step a caller goes to once `max_failures` is spent."
+    )
 
 
 class Flow(Strict):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,47}$")
-    start: StepId
-    language: str = "en-US"
-    voice: str | None = None
-    authentication: AuthenticationPolicy
-    queues: dict[QueueName, Queue] = Field(default_factory=dict)
-    steps: dict[StepId, Step] = Field(min_length=1)
+    """A call flow: its steps from `start`, the queues they lead to, and the failure budget."""
+
+    name: str = Field(
+        pattern=r"^[a-z][a-z0-9_-]{0,47}$", description="The flow's name (`IVR_FLOW`)."
+    )
+    start: StepId = Field(description="The step every call begins with.")
+    language: str = Field(default="en-US", description="Speech language, e.g. en-US.")
+    voice: str | None = Field(default=None, description="A Twilio voice, e.g. Polly.Joanna.")
+    authentication: AuthenticationPolicy = Field(
+        description="The per-call budget of failed attempts, and where it ends."
+    )
+    queues: dict[QueueName, Queue] = Field(
+        default_factory=dict, description="Agent queues by name, each declared once."
+    )
+    steps: dict[StepId, Step] = Field(
+        min_length=1, description="The steps by name; each has a `kind`."
+    )
 
     def step(self, step_id: str) -> Step:
         return self.steps[step_id]
