@@ -224,7 +224,8 @@ def to_mermaid(flow: Flow, coverage: Coverage | None = None) -> str:
     out = [
         f"%% flow `{flow.name}`, drawn by `ivr flows graph`",
         "flowchart TD",
-        '  START(("call")) --> ' + _node_id(flow.start),
+        '  START(("call"))',
+        "  START --> " + _node_id(flow.start),
     ]
     for sid, step in flow.steps.items():
         open_, close = _MERMAID_SHAPES[step.kind]
@@ -549,8 +550,9 @@ def to_svg(flow: Flow, coverage: Coverage | None = None) -> str:
             viewBox="0 0 10 10",
             refX="9",
             refY="5",
-            markerWidth="7",
-            markerHeight="7",
+            markerUnits="userSpaceOnUse",
+            markerWidth="9",
+            markerHeight="9",
             orient="auto-start-reverse",
         )
         ET.SubElement(marker, "path", d="M0,0 L10,5 L0,10 z", fill=colour)
