@@ -462,8 +462,8 @@ class _Run:
 
 def flows_dir_of(path: Path) -> Path:
     """Scenario files live in `flows/tests/`, beside the flows they test."""
-    parent = path.resolve().parent
-    return parent.parent if parent.name == "tests" else parent
+    parent = path.parent
+    return parent.parent if parent.resolve().name == "tests" else parent
 
 
 def run_file(path: Path, url: str | None = None) -> tuple[list[ScenarioResult], Flow, Marks, str]:
