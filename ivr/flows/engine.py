@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -156,8 +156,12 @@ class Hangup:
 
 
 Action = Say | Ask | Hold | Enqueue | Hangup
+Trace = Callable[[str | None, str | None, str], None]
+"""Called as `(from_step, field, to_step)` each time the engine enters a step; from and field
+are None where no edge of the flow leads in (the start, a call back, a step-up door)."""
 Delivery = Literal["queued", "unavailable"]
 DeliveryStatus = Literal["pending", "sent", "failed"]
+FAILURE_ROUTE = "authentication.failure_route"  # the field name `Flow.targets` gives the edge
 FIRST_POLL_SECONDS = 1
 POLL_SECONDS = 2
 RESEND_KEY = "*"
@@ -210,12 +214,15 @@ class Ports(Protocol):
 
 
 class Engine:
-    def __init__(self, flow: Flow, ports: Ports) -> None:
+    def __init__(self, flow: Flow, ports: Ports, trace: Trace | None = None) -> None:
         self.flow = flow
         self.ports = ports
+        # Observes the walk (`ivr flows test` measures coverage with it); never steers it.
+        self.trace = trace
         self._doors = _step_up_doors(flow)
 
     def start(self, state: CallState) -> list[Action]:
+        self._edge(None, None, self.flow.start)
         return self._enter(state, self.flow.start, [])
 
     def repeat(self, state: CallState) -> list[Action]:
@@ -239,6 +246,7 @@ class Engine:
 
     def answer_callback(self, state: CallState) -> list[Action]:
         """The customer picked up the call back: greet them at the callback step."""
+        self._edge(None, None, state.step)
         return self._enter(state, state.step, [])
 
     def poll(self, state: CallState) -> list[Action]:
@@ -256,11 +264,10 @@ class Engine:
 
     def _menu(self, state: CallState, step: MenuStep, given: CallerInput) -> list[Action]:
         spoken = _words(given.speech or "")
-        for choice in step.choices:
-            if given.digits and choice.key is not None and given.digits[:1] == choice.key:
-                return self._enter(state, choice.next, [])
-            if spoken and any(_has_phrase(spoken, w) for w in choice.words):
-                return self._enter(state, choice.next, [])
+        for i, choice in enumerate(step.choices):
+            pressed = given.digits and choice.key is not None and given.digits[:1] == choice.key
+            if pressed or (spoken and any(_has_phrase(spoken, w) for w in choice.words)):
+                return self._go(state, f"choices[{i}].next", choice.next, [])
         return self._retry(state, step)
 
     def _identify(self, state: CallState, step: IdentifyStep, given: CallerInput) -> list[Action]:
@@ -282,7 +289,7 @@ class Engine:
         state.proven_at = {}
         state.account = claimed
         self._note(state, trail.identified(digits == CALLER_ID_KEY))
-        return self._enter(state, step.next, [])
+        return self._go(state, "next", step.next, [])
 
     def _authenticate(
         self, state: CallState, step: AuthenticateStep, given: CallerInput
@@ -304,19 +311,19 @@ class Engine:
             return self._unavailable(state, step)
         except AuthenticationRefused:
             state.failures = max(state.failures, self.flow.authentication.max_failures)
-            return self._enter(state, self.flow.authentication.failure_route, [])
+            return self._go(state, FAILURE_ROUTE, self.flow.authentication.failure_route, [])
         if ok:
             if step.method not in state.proofs:
                 state.proofs.append(step.method)
             if given.at is not None:
                 state.proven_at[step.method] = given.at
-            return self._enter(state, step.next, [])
+            return self._go(state, "next", step.next, [])
         state.failures += 1
         if state.failures >= self.flow.authentication.max_failures:
-            return self._enter(state, self.flow.authentication.failure_route, [])
+            return self._go(state, FAILURE_ROUTE, self.flow.authentication.failure_route, [])
         said = [Say(self._text(state, step.failure_prompt))]
         if step.on_failure:
-            return self._enter(state, step.on_failure, said)
+            return self._go(state, "on_failure", step.on_failure, said)
         return self._enter(state, state.step, said, fresh=False)
 
     def _unavailable(self, state: CallState, step: AuthenticateStep) -> list[Action]:
@@ -326,14 +333,17 @@ class Engine:
             self.ports.abandon_delivery(state, step.method)
         state.holding = False
         assert step.on_unavailable is not None  # the schema demands it for delivered methods
-        return self._enter(
-            state, step.on_unavailable, [Say(self._text(state, step.unavailable_prompt))]
+        return self._go(
+            state,
+            "on_unavailable",
+            step.on_unavailable,
+            [Say(self._text(state, step.unavailable_prompt))],
         )
 
     def _retry(self, state: CallState, step: GatherOptions) -> list[Action]:
         state.tries += 1
         if state.tries >= step.max_tries:
-            return self._enter(state, step.on_exhausted, [])
+            return self._go(state, "on_exhausted", step.on_exhausted, [])
         return self._enter(state, state.step, [Say(self._text(state, step.reprompt))], fresh=False)
 
     def _enter(
@@ -349,13 +359,14 @@ class Engine:
             step = self.flow.steps[step_id]
             if isinstance(step, SayStep):
                 actions.append(Say(self._text(state, step.say)))
-                step_id = step.next
+                step_id = self._edge(step_id, "next", step.next)
             elif isinstance(step, GotoStep):
-                step_id = step.next
+                step_id = self._edge(step_id, "next", step.next)
             elif isinstance(step, AuthenticateStep) and step.method in state.proofs:
-                step_id = step.next  # proved for this claim already: never asked, never counted
+                # proved for this claim already: never asked, never counted
+                step_id = self._edge(step_id, "next", step.next)
             elif (door := self._doors.get(step_id)) and self._may_enter(state, door[1]):
-                step_id = door[0]  # a step-up menu the caller already qualifies for
+                step_id = self._edge(None, None, door[0])  # a step-up the caller already has
             elif isinstance(step, HangupStep):
                 if step.say:
                     actions.append(Say(self._text(state, step.say)))
@@ -364,7 +375,9 @@ class Engine:
                 if not self._may_enter(state, step):
                     self._note(state, trail.door_shut(state.assurance, step.queue))
                     # The door stays shut whatever the flow says; the checker should have caught it.
-                    step_id = self.flow.authentication.failure_route
+                    step_id = self._edge(
+                        step_id, FAILURE_ROUTE, self.flow.authentication.failure_route
+                    )
                     if isinstance(self.flow.steps[step_id], EnqueueStep):
                         return self._end(state, step_id, actions)
                     continue
@@ -391,6 +404,15 @@ class Engine:
                 actions.append(self._ask(state, step_id, step))
                 return actions
         return self._end(state, step_id, actions)
+
+    def _go(self, state: CallState, field: str, target: str, said: list[Action]) -> list[Action]:
+        """Leave the current step by its `field` edge."""
+        return self._enter(state, self._edge(state.step, field, target), said)
+
+    def _edge(self, source: str | None, field: str | None, target: str) -> str:
+        if self.trace is not None:
+            self.trace(source, field, target)
+        return target
 
     def _deliver(self, state: CallState, step: AuthenticateStep, fresh: bool) -> list[Action]:
         if not fresh:
