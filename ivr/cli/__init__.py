@@ -1,0 +1,74 @@
+"""The `ivr` command: serve, worker, dev, call, flows, customers, agents, audit.
+
+Every expected failure (a bad setting, a bad flow, a weak PIN, Redis unreachable) ends with one
+clear line and a non-zero exit, never a traceback. This module holds the group, that error
+handling and what every command shares; each command module registers itself on `cli`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import redis.exceptions
+
+from ivr.errors import FlowDefinitionError, IvrError
+
+DATA_DIR = Path(".ivr")
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FlowDefinitionError as exc:
+            raise click.ClickException(f"flow is not valid:\n{exc}") from None
+        except IvrError as exc:
+            raise click.ClickException(str(exc)) from None
+        except redis.exceptions.ConnectionError as exc:
+            raise click.ClickException(f"cannot reach Redis ({exc}); check REDIS_URL") from None
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="secure-ivr")
+def cli() -> None:
+    """secure-ivr: callers prove who they are before any agent picks up."""
+
+
+def _settings(**overrides: Any) -> Any:
+    from ivr.settings import load_settings
+
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _redis_url() -> str:
+    url = _settings().redis_url
+    if not url:
+        state = _dev_state()
+        url = state.redis_url if state else None
+    if not url:
+        raise IvrError("REDIS_URL: not set; export it, or start `ivr dev` first")
+    return url
+
+
+def _redis() -> Any:
+    from ivr.runtime import connect_redis
+
+    client = connect_redis(_redis_url())
+    client.ping()
+    return client
+
+
+def _dev_state() -> Any:
+    from ivr.devserver import DevState
+
+    return DevState.read(DATA_DIR)
+
+
+def main() -> None:
+    cli(prog_name="ivr")
+
+
+# Imported last: each registers its commands on `cli`, defined above.
+from ivr.cli import agents, audit, call, customers, flows, service  # noqa: E402, F401
