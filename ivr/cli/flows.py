@@ -12,7 +12,7 @@ from ivr.errors import FlowDefinitionError, IvrError
 
 @cli.group()
 def flows() -> None:
-    """Check call flow files."""
+    """Check, test, draw and describe call flow files."""
 
 
 @flows.command("check")
@@ -52,3 +52,16 @@ def flows_check(paths: tuple[Path, ...]) -> None:
             click.echo(f"ok  {file}")
     if failed:
         raise click.ClickException(f"{failed} of {len(files)} flow file(s) failed the checks")
+
+
+def _register() -> None:
+    """The other `flows` commands live beside what they drive (schema, graph, scenarios)."""
+    from ivr.flows.graph import flows_graph
+    from ivr.flows.json_schema import flows_schema
+    from ivr.flows.scenario_runner import flows_test
+
+    for command in (flows_schema, flows_graph, flows_test):
+        flows.add_command(command)
+
+
+_register()
