@@ -516,7 +516,7 @@ class _Measure:
             checker._add(
                 ("steps", step_id, "choices"),
                 f"the choices' words make {len(entries)} speech hints; Twilio takes at most "
-                f"{MAX_HINTS} and ignores the rest (warning 13330)",
+                f"{MAX_HINTS} (warning 13330)",
                 "keep a few words per choice: what callers really say",
                 severity="warning",
             )
