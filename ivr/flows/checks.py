@@ -308,9 +308,10 @@ class _Checker:
         """A cycle of say/goto steps would loop forever without waiting for the caller; so
         would one through an `authenticate` step, once its method is proved (the engine never
         asks for a proved factor again)."""
+        ends: set[str] = set()  # steps whose silent walk is known to reach the caller
         for start_id in self.flow.steps:
             cursor, visited = start_id, []
-            while isinstance(
+            while cursor not in ends and isinstance(
                 step := self.flow.steps[cursor], SayStep | GotoStep | AuthenticateStep
             ):
                 if cursor in visited:
@@ -323,6 +324,7 @@ class _Checker:
                     return
                 visited.append(cursor)
                 cursor = step.next
+            ends.update(visited)
 
     def _unreachable(self) -> None:
         reachable = {step_id for step_id, _ in self._walk(self.flow.start, _Knowledge())}
@@ -482,6 +484,7 @@ class _Measure:
         self.flow = flow
         self.engine = Engine(flow, cast(Ports, None))  # `_ask` reaches no port
         self._worst: dict[tuple[str, int], tuple[int, tuple[_Part, ...]]] = {}
+        self._asks: dict[str, Ask] = {}
 
     def run(self, checker: _Checker) -> None:
         for step_id, step in self.flow.steps.items():
@@ -540,7 +543,10 @@ class _Measure:
                     )
 
     def _ask(self, step_id: str, step: GatherOptions) -> Ask:
-        return self.engine._ask(CallState(call_sid="check", caller="", step=step_id), step_id, step)
+        if step_id not in self._asks:
+            state = CallState(call_sid="check", caller="", step=step_id)
+            self._asks[step_id] = self.engine._ask(state, step_id, step)
+        return self._asks[step_id]
 
     def _leads(self) -> dict[str, tuple[str, tuple[str | int, ...] | None]]:
         """For each step, the longest thing the engine may say before entering it: a retry's
