@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.errors import Problem
+from ivr.errors import FlowDefinitionError, Problem
 from ivr.flows.checks import MAX_HINT_CHARS, MAX_HINTS, MAX_TWIML_BYTES, check_flow, errors
 from ivr.flows.loader import parse_flow_with_marks
 
@@ -218,3 +218,50 @@ class TestDocumentSize:
         text = edit(DEFAULT, "say: Connecting you to an agent.", f'say: "{amps}"')
         (problem,) = errors(check(text))
         assert problem.path == "steps.agent_queue.say"
+
+
+class TestYamlSyntaxHints:
+    """PyYAML reports an unclosed bracket or quote where it gave up, often lines later; the
+    admin is sent to where it opens, with what to write."""
+
+    def only(self, text: str) -> Problem:
+        with pytest.raises(FlowDefinitionError) as info:
+            parse_flow_with_marks(text, FILE)
+        (problem,) = info.value.problems
+        return problem
+
+    def test_an_unclosed_bracket_points_at_the_bracket(self) -> None:
+        text = edit(DEFAULT, "roles: [specialist, supervisor]", "roles: [specialist, supervisor")
+        problem = self.only(text)
+        assert (problem.line, problem.column) == (line_of(text, "roles: [specialist,"), 12)
+        assert problem.message.startswith("invalid YAML: this `[` is never closed (noticed at")
+        assert "`]`" in problem.hint
+
+    def test_an_unclosed_brace(self) -> None:
+        text = edit(DEFAULT, "name: default\n", "name: default\nvoice: {a: 1\n")
+        problem = self.only(text)
+        assert (problem.line, problem.column) == (line_of(text, "voice: {a: 1"), 8)
+        assert "`}`" in problem.hint
+
+    @pytest.mark.parametrize("quote", ['"', "'"])
+    def test_an_unclosed_quote_points_at_the_quote(self, quote: str) -> None:
+        old = "prompt: Please say your passcode after the tone."
+        text = edit(DEFAULT, old, f"prompt: {quote}Please say your passcode after the tone.")
+        problem = self.only(text)
+        assert (problem.line, problem.column) == (line_of(text, "your passcode after"), 13)
+        assert problem.message.startswith(f"invalid YAML: this quote `{quote}` is never closed")
+        assert problem.hint == f"end the text with `{quote}`, or leave the quotes out"
+
+    def test_a_tab_in_the_indentation(self) -> None:
+        text = edit(DEFAULT, "    method: passcode\n", "\tmethod: passcode\n")
+        problem = self.only(text)
+        assert (problem.line, problem.column) == (line_of(text, "\tmethod: passcode"), 1)
+        assert "a tab in the indentation" in problem.message
+        assert problem.hint.startswith("indent with spaces")
+
+    def test_a_colon_inside_unquoted_text(self) -> None:
+        old = "prompt: Please say your passcode after the tone."
+        text = edit(DEFAULT, old, "prompt: Note: say your passcode after the tone.")
+        problem = self.only(text)
+        assert problem.line == line_of(text, "Note: say your passcode")
+        assert "put the whole text in quotes" in problem.hint
