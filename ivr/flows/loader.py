@@ -150,12 +150,7 @@ def _compose(text: str, filename: str, start_hint: str = "start with `name:`") -
             [Problem(filename, line, col, "", exc.problem or "", exc.hint)]
         ) from None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        message = exc.problem or str(exc)
-        raise FlowDefinitionError(
-            [Problem(filename, line, col, "", f"invalid YAML: {message}")]
-        ) from None
+        raise FlowDefinitionError([_syntax_problem(exc, text, filename)]) from None
     except yaml.reader.ReaderError as exc:
         # A character YAML refuses (NUL, other control characters): unmarked, so locate it here.
         before = text[: exc.position]
@@ -181,6 +176,42 @@ def _compose(text: str, filename: str, start_hint: str = "start with `name:`") -
     if problems:
         raise FlowDefinitionError(problems)
     return data, marks
+
+
+_OPENERS = {"while parsing a flow sequence": "[", "while parsing a flow mapping": "{"}
+_CLOSERS = {"[": "]", "{": "}"}
+
+
+def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, filename: str) -> Problem:
+    """PyYAML's error, at the line to fix, with what to do for the usual slips: a bracket or
+    quote never closed (reported where PyYAML gave up, often lines later: point at the
+    opening), a tab in the indentation, a `: ` inside unquoted text."""
+    problem, start, end = exc.problem or str(exc), exc.context_mark, exc.problem_mark
+    mark, hint = end or start, ""
+    later = end is not None and start is not None and end.line > start.line
+    gave_up = f" (noticed at line {end.line + 1})" if later and end else ""
+    opener = _OPENERS.get(exc.context or "")
+    if opener and start is not None:
+        closer = _CLOSERS[opener]
+        mark, problem = start, f"this `{opener}` is never closed{gave_up}"
+        hint = f"end the list with `{closer}` on the same line, with commas between its items"
+        if opener == "{":
+            hint = f"end it with `{closer}` on the same line, with commas between its entries"
+    elif exc.context == "while scanning a quoted scalar" and start is not None:
+        quote = text.splitlines()[start.line][start.column : start.column + 1] or '"'
+        mark, problem = start, f"this quote `{quote}` is never closed{gave_up}"
+        hint = f"end the text with `{quote}`, or leave the quotes out"
+    elif "'\\t'" in problem and end is not None:
+        before = text.splitlines()[end.line][: end.column]
+        if before.strip():
+            problem, hint = "a tab where YAML allows only spaces", "replace the tab with a space"
+        else:
+            problem = "a tab in the indentation: YAML indents with spaces only"
+            hint = "indent with spaces, two per level as in the rest of the file"
+    elif problem == "mapping values are not allowed here":
+        hint = "a `: ` inside text starts a new key: put the whole text in quotes"
+    line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+    return Problem(filename, line, col, "", f"invalid YAML: {problem}", hint)
 
 
 def _plain(

@@ -481,7 +481,7 @@ class TestEmailOnlyPossession:
             "    choices:\n      - key: 1\n        next: email\n"
             "      - key: 2\n        next: other\n"
             "    on_exhausted: goodbye\n"
-            f"  other:\n    kind: authenticate\n    method: {method}\n    prompt: Go on.\n"
+            f"  other:\n    kind: authenticate\n    method: {method}\n    prompt: Say or key it.\n"
             "    next: main_menu\n    on_exhausted: goodbye\n"
         )
         if method in ("sms_otp", "callback"):
@@ -510,6 +510,7 @@ class TestEmailOnlyPossession:
             "        next: agent\n",
             "        next: agent\n      - key: 2\n        next: agent\n",
         )
+        text = edit(text, "Press 1 for an agent.", "Press 1 or 2 for an agent.")
         problems = check(text)
         assert [(p.severity, p.path) for p in problems] == [("warning", "queues.general.requires")]
 

@@ -42,13 +42,13 @@ queues:
 steps:
   identify:
     kind: identify
-    prompt: Account number?
+    prompt: Enter your account number.
     next: pin
     on_exhausted: refused
   pin:
     kind: authenticate
     method: pin
-    prompt: PIN?
+    prompt: Enter your PIN.
     next: menu
     on_exhausted: refused
   menu:
@@ -72,14 +72,14 @@ steps:
   sms:
     kind: authenticate
     method: sms_otp
-    prompt: Text code?
+    prompt: Enter the text code.
     next: cards_queue
     on_unavailable: card_check
     on_exhausted: refused
   email:
     kind: authenticate
     method: email_otp
-    prompt: Email code?
+    prompt: Enter the email code.
     next: cards_queue
     on_unavailable: card_check
     on_exhausted: refused
@@ -420,7 +420,7 @@ RECIPE = edit(
     no_email_card_check(FLOW),
     "        next: card_check\n    on_exhausted: refused\n",
     "        next: card_pin\n    on_exhausted: refused\n"
-    "  card_pin:\n    kind: authenticate\n    method: pin\n    prompt: Card PIN?\n"
+    "  card_pin:\n    kind: authenticate\n    method: pin\n    prompt: Enter your card PIN.\n"
     "    next: card_check\n    on_exhausted: refused\n",
 )
 
@@ -465,7 +465,7 @@ class TestStepUp:
         text += (
             "  balance_check:\n    kind: menu\n    prompt: One more check. 1 text.\n"
             "    choices:\n      - key: 1\n        next: balance_sms\n    on_exhausted: refused\n"
-            "  balance_sms:\n    kind: authenticate\n    method: sms_otp\n    prompt: Code?\n"
+            "  balance_sms:\n    kind: authenticate\n    method: sms_otp\n    prompt: Enter it.\n"
             "    next: balance_queue\n    on_unavailable: refused\n    on_exhausted: refused\n"
         )
         text = no_email_card_check(text)
