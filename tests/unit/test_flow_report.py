@@ -45,7 +45,7 @@ class TestText:
     @pytest.mark.parametrize(
         "case", ["shipped", "folder", "one file", "policy", "bad yaml", "no files"]
     )
-    def test_same_lines_and_exit_code_as_the_command_it_replaces(
+    def test_the_same_lines_and_exit_code_through_ivr_as_alone(
         self, flows: Path, tmp_path: Path, case: str
     ) -> None:
         (tmp_path / "empty").mkdir()

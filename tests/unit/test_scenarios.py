@@ -111,7 +111,7 @@ def test_a_yaml_error_has_its_position_too(tmp_path: Path) -> None:
     path.write_text("scenarios:\n  - name: [unclosed\n")
     code, output = invoke(str(path))
     assert code == 1
-    assert f"{path}:3:1: invalid YAML" in output
+    assert f"{path}:2:11: invalid YAML: this `[` is never closed" in output  # where it opens
 
 
 # -- running -----------------------------------------------------------------------------------
