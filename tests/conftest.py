@@ -24,9 +24,9 @@ from ivr.processes import QUEUE
 from ivr.runtime import Runtime
 from ivr.runtime import runtime as current_runtime
 from ivr.settings import ENV_NAMES
-from ivr.simulator import CallPlayer, WsgiTransport
+from ivr.simulator import CallPlayer, Gather, Keys, WsgiTransport
 from ivr.store.customers import Customer
-from tests.support import make_player
+from tests.support import SID, gather_action, make_player, sign, verbs
 from tests.support import redis_contents as redis_contents  # still importable from here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -171,3 +171,91 @@ def worker_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, outbox_path: Pat
     for backend in ("IVR_SMS_BACKEND", "IVR_EMAIL_BACKEND", "IVR_CALL_BACKEND"):
         monkeypatch.setenv(backend, "outbox")
     return outbox_path
+
+
+# --------------------------------------------------------------------------------------------
+# Voice webhooks driven request by request (split out of test_webhooks.py)
+# --------------------------------------------------------------------------------------------
+
+
+def call_params(
+    call_sid: str = SID, from_number: str = ALICE.phone, **extra: str
+) -> dict[str, str]:
+    return {
+        "CallSid": call_sid,
+        "AccountSid": "AC" + "5e" * 16,
+        "From": from_number,
+        "To": "+15005550001",
+        "CallStatus": "in-progress",
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+        **extra,
+    }
+
+
+def signed_post(
+    client: FlaskClient,
+    path: str,
+    params: dict[str, str],
+    *,
+    signed_url: str | None = None,
+    token: str = TOKEN,
+    headers: dict[str, str] | None = None,
+) -> Any:
+    """POST `params` to `path` on http://localhost, signed for `signed_url` (default: that URL)."""
+    url = signed_url if signed_url is not None else BASE_URL + path
+    all_headers = {**sign(token, url, params), **(headers or {})}
+    return client.post(path, data=params, headers=all_headers, base_url=BASE_URL)
+
+
+class Caller:
+    """A call driven request by request through the test client, following the Gather actions."""
+
+    def __init__(self, client: FlaskClient, call_sid: str = SID, from_number: str = ALICE.phone):
+        self.client = client
+        self.call_sid = call_sid
+        self.from_number = from_number
+        self.action: str | None = None
+        self.last: Any = None
+
+    def params(self, **extra: str) -> dict[str, str]:
+        return call_params(self.call_sid, self.from_number, **extra)
+
+    def start(self) -> Any:
+        return self._post("/voice", self.params())
+
+    def answer(self, **given: str) -> Any:
+        assert self.action is not None, "no question pending"
+        return self._post(self.action, self.params(**given))
+
+    def post(self, path: str, **given: str) -> Any:
+        return signed_post(self.client, path, self.params(**given))
+
+    def _post(self, path: str, params: dict[str, str]) -> Any:
+        response = signed_post(self.client, path, params)
+        assert response.status_code == 200, response.data
+        self.last = response
+        if any(isinstance(v, Gather) for v in verbs(response.data)):
+            self.action = gather_action(response.data)
+        else:
+            self.action = None
+        return response
+
+    def to(self, step: str) -> Caller:
+        """Drive the call (as Alice) until it waits at `step`."""
+        self.start()
+        if step == "identify":
+            return self
+        self.answer(Digits=ALICE.account)
+        if step == "choose_method":
+            return self
+        if step in ("pin", "passcode"):
+            self.answer(Digits="1" if step == "pin" else "2")
+            return self
+        assert step == "main_menu", step
+        self.answer(Digits="1")
+        self.answer(Digits=ALICE.pin)
+        return self
+
+
+PIN_CALL = (Keys(ALICE.account + "#"), Keys("1"), Keys(ALICE.pin + "#"), Keys("1"))

@@ -29,21 +29,27 @@ from rq.job import Job
 from twilio.request_validator import RequestValidator
 
 from ivr import simulator
-from ivr.runtime import make_abuse_guard
+from ivr.runtime import Runtime, make_abuse_guard
 from ivr.settings import load_settings
 from ivr.simulator import (
     CallPlayer,
     CallResult,
+    Enqueue,
     Gather,
+    Hangup,
     HttpTransport,
     InputSource,
     Keys,
     Reply,
+    Say,
     Transport,
+    parse_twiml,
+    scripted,
 )
 from ivr.store.abuse import AbuseGuard
 from ivr.store.audit import AuditLog
 from ivr.store.customers import Customer, RedisCustomerDirectory
+from ivr.store.sessions import SessionStore
 
 #: Seconds: Twilio gives up on a webhook after 15 s, and each answer must be far inside that.
 WEBHOOK_BOUND = 2.0
@@ -433,3 +439,59 @@ def wait_until(
     while not condition():
         assert time.monotonic() < deadline, f"{what} within {timeout:g} s"
         time.sleep(poll)
+
+
+# --------------------------------------------------------------------------------------------
+# Voice webhooks driven request by request (split out of test_webhooks.py)
+# --------------------------------------------------------------------------------------------
+
+
+APOLOGY = "We are sorry, we cannot take your call right now"
+OTHER_ROUTE = "We could not verify your identity on this call"
+DID_NOT_MATCH = "That did not match our records"
+VERIFIED = "Thank you, you are verified"
+WRONG_PIN = "999999"
+SID = "CA" + "0123456789abcdef" * 2
+
+
+def verbs(body: bytes | str) -> list[Any]:
+    return parse_twiml(body.decode() if isinstance(body, bytes) else body)
+
+
+def gather_action(body: bytes | str) -> str:
+    """The action URL of the (single) Gather in a reply: where the caller's answer goes."""
+    gathers = [v for v in verbs(body) if isinstance(v, Gather)]
+    assert len(gathers) == 1, body
+    assert gathers[0].action is not None
+    return gathers[0].action
+
+
+def said(body: bytes | str) -> str:
+    parts: list[str] = []
+    for verb in verbs(body):
+        if isinstance(verb, Say):
+            parts.append(verb.text)
+        elif isinstance(verb, Gather):
+            parts.extend(c.text for c in verb.children if isinstance(c, Say))
+    return " ".join(parts)
+
+
+def assert_apology(body: bytes | str) -> None:
+    parsed = verbs(body)
+    assert any(isinstance(v, Say) and APOLOGY in v.text for v in parsed), body
+    assert isinstance(parsed[-1], Hangup), body
+    assert not any(isinstance(v, Enqueue | Gather) for v in parsed), body
+
+
+def auth_events(rt: Runtime) -> list[dict[str, Any]]:
+    return [e for e in rt.audit.recent(10_000) if e["event"] == "authenticate"]
+
+
+def state_of(redis: Any, call_sid: str = SID) -> Any:
+    stored = SessionStore(redis, 3600).load(call_sid)
+    assert stored is not None
+    return stored.state
+
+
+def two_attempts(account: str, first: Any, second: Any, method_key: str = "1") -> Any:
+    return scripted(Keys(account + "#"), Keys(method_key), first, Keys(method_key), second)
