@@ -19,14 +19,32 @@ from flask.testing import FlaskClient
 from rq import Queue, SimpleWorker
 
 from ivr.app import create_app
+from ivr.auth.possession import CodePolicy, Possession
 from ivr.devserver import DemoCustomer, customer_record
+from ivr.flows.engine import CallState
 from ivr.processes import QUEUE
 from ivr.runtime import Runtime
 from ivr.runtime import runtime as current_runtime
 from ivr.settings import ENV_NAMES
 from ivr.simulator import CallPlayer, Gather, Keys, WsgiTransport
-from ivr.store.customers import Customer
-from tests.support import SID, gather_action, make_player, sign, verbs
+from ivr.store.audit import AuditLog
+from ivr.store.customers import Customer, RedisCustomerDirectory
+from ivr.store.send_caps import SendLimiter, SendLimits
+from tests.support import (
+    CALLER,
+    DAY,
+    KEY,
+    LIMITS,
+    SID,
+    SID_A,
+    T0,
+    TEN_MINUTES,
+    gather_action,
+    lax_abuse_guard,
+    make_player,
+    sign,
+    verbs,
+)
 from tests.support import redis_contents as redis_contents  # still importable from here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -259,3 +277,58 @@ class Caller:
 
 
 PIN_CALL = (Keys(ALICE.account + "#"), Keys("1"), Keys(ALICE.pin + "#"), Keys("1"))
+
+
+# --------------------------------------------------------------------------------------------
+# Possession factors without a call (split out of test_possession.py)
+# --------------------------------------------------------------------------------------------
+
+
+def customer(who: DemoCustomer, **changes: Any) -> Customer:
+    fields = {"account": who.account, "phone": who.phone, "email": who.email, "name": who.name}
+    return Customer(**(fields | changes))
+
+
+def state(call_sid: str = SID_A, account: str | None = ALICE.account, seq: int = 0) -> CallState:
+    return CallState(call_sid=call_sid, caller=CALLER, step="sms_code", seq=seq, account=account)
+
+
+@pytest.fixture
+def directory(redis: Any) -> RedisCustomerDirectory:
+    found = RedisCustomerDirectory(redis)
+    found.add(customer(ALICE))
+    found.add(customer(BOB))
+    return found
+
+
+@pytest.fixture
+def now() -> list[float]:
+    """The controlled clock: tests move `now[0]`."""
+    return [T0]
+
+
+def possession_with(
+    redis: Any,
+    directory: RedisCustomerDirectory,
+    now: list[float],
+    *,
+    key: str | None = KEY,
+    limits: SendLimits = LIMITS,
+    verify: dict[str, Any] | None = None,
+) -> Possession:
+    policy = CodePolicy(key=key, digits=6, ttl=TEN_MINUTES, service_digits=8, service_ttl=DAY)
+    return Possession(
+        redis,
+        directory,
+        policy,
+        SendLimiter(redis, limits),
+        AuditLog(redis),
+        lax_abuse_guard(redis, AuditLog(redis)),
+        verify,
+        clock=lambda: now[0],
+    )
+
+
+@pytest.fixture
+def possession(redis: Any, directory: RedisCustomerDirectory, now: list[float]) -> Possession:
+    return possession_with(redis, directory, now)

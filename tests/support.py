@@ -20,15 +20,19 @@ import re
 import time
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from twilio.request_validator import RequestValidator
 
 from ivr import simulator
+from ivr.outbox import Outbox, OutboxMessage
+from ivr.processes import QUEUE
 from ivr.runtime import Runtime, make_abuse_guard
 from ivr.settings import load_settings
 from ivr.simulator import (
@@ -48,7 +52,9 @@ from ivr.simulator import (
 )
 from ivr.store.abuse import AbuseGuard
 from ivr.store.audit import AuditLog
+from ivr.store.codes import CodeStore
 from ivr.store.customers import Customer, RedisCustomerDirectory
+from ivr.store.send_caps import SendLimits
 from ivr.store.sessions import SessionStore
 
 #: Seconds: Twilio gives up on a webhook after 15 s, and each answer must be far inside that.
@@ -495,3 +501,40 @@ def state_of(redis: Any, call_sid: str = SID) -> Any:
 
 def two_attempts(account: str, first: Any, second: Any, method_key: str = "1") -> Any:
     return scripted(Keys(account + "#"), Keys(method_key), first, Keys(method_key), second)
+
+
+# --------------------------------------------------------------------------------------------
+# Possession factors without a call (split out of test_possession.py)
+# --------------------------------------------------------------------------------------------
+
+
+KEY = "k" * 32
+T0 = 1_800_000_000.0
+TEN_MINUTES = 600
+DAY = 86_400
+
+
+# CallSids without digit runs, so a 6-digit code can only be found in Redis if it is there.
+SID_A = "CA" + "ab" * 16
+
+
+CALLER = "+15005550006"  # calls from a number that is not on file for anyone
+UNKNOWN_ACCOUNT = "99999999"
+LIMITS = SendLimits(account=5, destination=5, prefix=200, window=600, per_call=3, call_window=3600)
+
+
+def queued(redis: Any) -> list[Job]:
+    queue = Queue(QUEUE, connection=redis)
+    return [job for job in (queue.fetch_job(i) for i in queue.job_ids) if job is not None]
+
+
+def outbox(path: Path) -> list[OutboxMessage]:
+    return Outbox(path).messages()
+
+
+def delivery(redis: Any, call_sid: str = SID_A, method: str = "sms_otp") -> str | None:
+    return CodeStore(redis).delivery(call_sid, method)
+
+
+def audit_outcomes(rt: Runtime, event: str = "delivery") -> list[str]:
+    return [e.get("outcome", "") for e in reversed(rt.audit.recent(1000)) if e["event"] == event]
