@@ -33,12 +33,15 @@ from ivr.store.send_caps import SendLimiter, SendLimits
 from tests.support import (
     CALLER,
     DAY,
+    EMAIL_FLOW,
     KEY,
     LIMITS,
     SID,
     SID_A,
     T0,
     TEN_MINUTES,
+    Handset,
+    StrictAnswer,
     gather_action,
     lax_abuse_guard,
     make_player,
@@ -332,3 +335,66 @@ def possession_with(
 @pytest.fixture
 def possession(redis: Any, directory: RedisCustomerDirectory, now: list[float]) -> Possession:
     return possession_with(redis, directory, now)
+
+
+# --------------------------------------------------------------------------------------------
+# Whole calls that step up with a code or a call back (split out of test_code_calls.py)
+# --------------------------------------------------------------------------------------------
+
+
+def up_to_card_check(
+    pin: str = ALICE.pin, account: str = ALICE.account
+) -> list[tuple[str, StrictAnswer]]:
+    """Identify, choose the PIN, key it in, then ask about a card ("2")."""
+    return [
+        ("identify", Keys(account + "#")),
+        ("choose_method", Keys("1")),
+        ("pin", Keys(pin + "#")),
+        ("main_menu", Keys("2")),
+    ]
+
+
+@pytest.fixture
+def email_app(redis: Any, outbox_path: Path) -> Flask:
+    """The same service on tests/flows/email.yaml: `caller(app=email_app)` plays it."""
+    flask_app = make_app(redis, outbox=outbox_path, flows_dir=EMAIL_FLOW.parent, flow="email")
+    flask_app.config["TESTING"] = True
+    return flask_app
+
+
+@pytest.fixture
+def handset(worker_env: Path) -> Handset:
+    return Handset(worker_env)
+
+
+@pytest.fixture
+def caller(
+    player: PlayerFactory,
+    runtime: Runtime,
+    customers: dict[str, DemoCustomer],
+    worker_env: Path,
+) -> Callable[..., CallPlayer]:
+    """A simulated caller (Alice's phone by default) whose holds let the worker run.
+
+    `caller(worker=False)`: no worker ever runs; `caller(on_pause=f)`: `f()` runs at each hold
+    before the worker does.
+    """
+
+    def make(
+        from_number: str = ALICE.phone,
+        *,
+        worker: bool = True,
+        on_pause: Callable[[], None] | None = None,
+        **options: Any,
+    ) -> CallPlayer:
+        def observer(kind: str, line: str) -> None:
+            if kind != "pause":
+                return
+            if on_pause is not None:
+                on_pause()
+            if worker:
+                run_jobs(runtime.redis)
+
+        return player(from_number, pause_scale=0, observer=observer, **options)
+
+    return make
