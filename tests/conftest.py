@@ -21,7 +21,7 @@ from rq import Queue, SimpleWorker
 from ivr.app import create_app
 from ivr.auth.possession import CodePolicy, Possession
 from ivr.devserver import DemoCustomer, customer_record
-from ivr.flows.engine import CallState
+from ivr.flows.engine import CallState, Engine
 from ivr.processes import QUEUE
 from ivr.runtime import Runtime
 from ivr.runtime import runtime as current_runtime
@@ -30,6 +30,7 @@ from ivr.simulator import CallPlayer, Gather, Keys, WsgiTransport
 from ivr.store.audit import AuditLog
 from ivr.store.customers import Customer, RedisCustomerDirectory
 from ivr.store.send_caps import SendLimiter, SendLimits
+from tests.engine_fakes import DEFAULT, FakePorts, bank_ports
 from tests.support import (
     CALLER,
     DAY,
@@ -398,3 +399,18 @@ def caller(
         return player(from_number, pause_scale=0, observer=observer, **options)
 
     return make
+
+
+# --------------------------------------------------------------------------------------------
+# The pure call engine on its fake Ports (tests.engine_fakes)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ports() -> FakePorts:
+    return bank_ports()
+
+
+@pytest.fixture
+def engine(ports: FakePorts) -> Engine:
+    return Engine(DEFAULT, ports)
