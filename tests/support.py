@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from flask import Flask
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -33,7 +34,7 @@ from twilio.request_validator import RequestValidator
 from ivr import simulator
 from ivr.outbox import Outbox, OutboxMessage
 from ivr.processes import QUEUE
-from ivr.runtime import Runtime, make_abuse_guard
+from ivr.runtime import EXTENSION, Runtime, make_abuse_guard
 from ivr.settings import load_settings
 from ivr.simulator import (
     CallPlayer,
@@ -684,3 +685,27 @@ def auth_outcomes(rt: Runtime, method: str) -> list[str]:
         for e in reversed(rt.audit.recent(1000))
         if e["event"] == "authenticate" and e["method"] == method
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers several test modules had each written again
+# --------------------------------------------------------------------------------------------
+
+
+def edit(text: str, old: str, new: str) -> str:
+    """Replace text that must be there, so a stale fixture cannot make a test pass vacuously."""
+    assert text.count(old) == 1, f"fixture must contain {old!r} exactly once"
+    return text.replace(old, new)
+
+
+def line_of(text: str, needle: str, occurrence: int = 1) -> int:
+    """1-based line of the n-th line containing `needle`."""
+    hits = [i for i, line in enumerate(text.splitlines(), start=1) if needle in line]
+    assert len(hits) >= occurrence, f"{needle!r} occurs {len(hits)} times"
+    return hits[occurrence - 1]
+
+
+def runtime_of(app: Flask) -> Runtime:
+    rt = app.extensions[EXTENSION]
+    assert isinstance(rt, Runtime)
+    return rt
