@@ -196,7 +196,7 @@ def worker_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, outbox_path: Pat
 
 
 # --------------------------------------------------------------------------------------------
-# Voice webhooks driven request by request (split out of test_webhooks.py)
+# Voice webhooks driven request by request
 # --------------------------------------------------------------------------------------------
 
 
@@ -284,7 +284,7 @@ PIN_CALL = (Keys(ALICE.account + "#"), Keys("1"), Keys(ALICE.pin + "#"), Keys("1
 
 
 # --------------------------------------------------------------------------------------------
-# Possession factors without a call (split out of test_possession.py)
+# Possession factors without a call
 # --------------------------------------------------------------------------------------------
 
 
@@ -339,7 +339,7 @@ def possession(redis: Any, directory: RedisCustomerDirectory, now: list[float]) 
 
 
 # --------------------------------------------------------------------------------------------
-# Whole calls that step up with a code or a call back (split out of test_code_calls.py)
+# Whole calls that step up with a code or a call back
 # --------------------------------------------------------------------------------------------
 
 

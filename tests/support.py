@@ -11,6 +11,9 @@ Fixtures live in the conftest files; a test module imports what it needs from he
   `assert_never_enqueued`.
 - Callers and wires: `sign`, `make_player`, `seed_customer`, `TimedTransport`, `DeliverTwice`,
   `pin_caller` (a default-flow caller who keys given PINs, e.g. one PIN sprayed at an account).
+- Shared by the webhook, possession and code-call test modules: prompts (`APOLOGY`, ...), TwiML
+  readers (`verbs`, `said`, `gather_action`), code-call callers (`StrictTurns`, `Handset`), and
+  `edit`, `line_of`, `runtime_of` for the flow and runtime tests.
 """
 
 from __future__ import annotations
@@ -451,7 +454,7 @@ def wait_until(
 
 
 # --------------------------------------------------------------------------------------------
-# Voice webhooks driven request by request (split out of test_webhooks.py)
+# Voice webhooks driven request by request
 # --------------------------------------------------------------------------------------------
 
 
@@ -507,7 +510,7 @@ def two_attempts(account: str, first: Any, second: Any, method_key: str = "1") -
 
 
 # --------------------------------------------------------------------------------------------
-# Possession factors without a call (split out of test_possession.py)
+# Possession factors without a call
 # --------------------------------------------------------------------------------------------
 
 
@@ -544,7 +547,7 @@ def audit_outcomes(rt: Runtime, event: str = "delivery") -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Whole calls that step up with a code or a call back (split out of test_code_calls.py)
+# Whole calls that step up with a code or a call back
 # --------------------------------------------------------------------------------------------
 
 

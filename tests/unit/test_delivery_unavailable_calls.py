@@ -1,4 +1,4 @@
-"""Whole calls whose code cannot be delivered: an apology and another route."""
+"""Whole calls whose code cannot be sent (no worker, provider failure, send cap): another method."""
 
 from __future__ import annotations
 

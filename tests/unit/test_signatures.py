@@ -1,4 +1,4 @@
-"""Webhook signatures: forged, replayed and re-signed requests; the public URL behind a proxy."""
+"""Webhook signatures: good, forged and wrongly signed requests; the public URL behind a proxy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Twilio's retried webhooks: a redelivered request is answered alike and counted once."""
+"""Retried and out-of-order webhooks: one attempt counted, the first reply kept, no going back."""
 
 from __future__ import annotations
 
