@@ -29,6 +29,7 @@ import pytest
 import redis
 from rq import Worker
 
+from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.processes import web_command, worker_command
 from ivr.store.server import RedisServer, find_free_port, tail
 
@@ -499,3 +500,17 @@ def process_launcher(redis_url: str, auth_token: str, tmp_path: Path) -> Callabl
         return web
 
     return factory
+
+
+# --------------------------------------------------------------------------------------------
+# Customers' secrets
+# --------------------------------------------------------------------------------------------
+
+#: The PIN the integration tests' customers have on file.
+PIN = "583920"
+
+
+@pytest.fixture(scope="module")
+def pin_hash(pepper: str) -> str:
+    """The argon2id hash of PIN, made once per module: argon2 is deliberately slow."""
+    return enrol(SecretHasher(pepper=pepper), "pin", PIN)

@@ -17,11 +17,10 @@ import redis
 
 from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.outbox import Outbox
-from ivr.simulator import Gather, Keys
 from ivr.simulator.phone import Phone
 from ivr.store.audit import log_line
 from ivr.store.customers import Customer
-from tests.support import audit_events, contains_code, make_player, seed_customer
+from tests.support import audit_events, contains_code, make_player, queue_caller, seed_customer
 
 ACCOUNT = "12345678"
 PHONE = "+14155550100"
@@ -88,24 +87,8 @@ def test_a_stepped_up_call_leaves_its_trail_in_the_stream_and_the_logs(
     )
     phone = Phone(Outbox(outbox_path))
 
-    def caller(gather: Gather, heard: list[str]) -> Keys | None:
-        prompt = heard[-1] if heard else ""
-        if "your account number" in prompt:
-            return Keys(f"{ACCOUNT}#")
-        if prompt.startswith("To enter your PIN"):
-            return Keys("1")
-        if prompt.startswith("Please enter your PIN"):
-            return Keys(f"{PIN}#")
-        if "you are verified" in prompt:
-            return Keys("2")
-        if prompt.startswith("Card changes need one more check"):
-            return Keys("1")
-        if prompt.startswith("Please enter the code we sent you"):
-            return Keys(f"{phone.latest_code()}#")
-        return None
-
     call = make_player(web.base_url, auth_token, from_number=CALLER)
-    result = call.play(caller)
+    result = call.play(queue_caller(ACCOUNT, PIN, "card-services by sms", phone.latest_code))
     assert result.queue == "card-services", result.transcript()
     code = phone.latest_code()
     assert code is not None

@@ -26,7 +26,6 @@ from pathlib import Path
 import pytest
 from rq import Worker
 
-from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.outbox import Outbox
 from ivr.simulator import CallResult, HttpTransport, Keys
 from ivr.simulator.phone import Phone
@@ -60,11 +59,6 @@ HOLD = "Please hold while we email a code to the address on file."
 CODE_WRONG = "That code did not match. You have 1 attempt left."
 NO_EMAIL = "Sorry, we cannot send an email right now."
 MAX_WAIT = 8.0  # tests/flows/reidentify.yaml: email_code.max_wait
-
-
-@pytest.fixture(scope="module")
-def pin_hash(pepper: str) -> str:
-    return enrol(SecretHasher(pepper=pepper), "pin", PIN)
 
 
 @pytest.fixture

@@ -31,7 +31,6 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from rq import Queue, Worker
 
-from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.outbox import Outbox
 from ivr.processes import QUEUE
 from ivr.simulator import (
@@ -89,12 +88,6 @@ CALL_SID = re.compile(r"CA[0-9a-f]{32}")
 # --------------------------------------------------------------------------------------------
 # Fixtures
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pin_hash(pepper: str) -> str:
-    """Made once per module: argon2 is deliberately slow."""
-    return enrol(SecretHasher(pepper=pepper), "pin", PIN)
 
 
 @pytest.fixture

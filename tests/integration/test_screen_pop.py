@@ -17,7 +17,6 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -25,7 +24,6 @@ import redis
 import requests
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.outbox import Outbox
 from ivr.simulator import FAKE_ACCOUNT_SID, CallPlayer, CallResult, Gather, Keys
 from ivr.simulator.phone import Phone
@@ -61,11 +59,6 @@ UPDATE_BOUND_MS = 7000
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pin_hash(pepper: str) -> str:
-    return enrol(SecretHasher(pepper=pepper), "pin", PIN)
-
-
 @pytest.fixture
 def customer(redis_url: str, pin_hash: str) -> Customer:
     return seed_customer(
@@ -86,11 +79,6 @@ def tokens(rdb: redis.Redis) -> dict[str, str]:
     """One agent per role, made as `ivr agents add` makes them: role -> token."""
     agents = AgentDirectory(rdb)
     return {role: agents.add(f"{role}-1", role) for role in ("agent", "specialist")}
-
-
-@pytest.fixture
-def outbox_path(tmp_path: Path) -> Path:
-    return tmp_path / "outbox.jsonl"
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from ivr.assurance import Assurance
-from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.flows.engine import CallState
 from ivr.outbox import Outbox
 from ivr.simulator import CallResult, Gather, HttpTransport, Keys
@@ -33,11 +32,6 @@ PHONE = "+14155550100"  # the number on file: the code goes there
 CALLING_FROM = "+14155550123"  # not on file
 PIN = "583920"
 CARD_SERVICES = "card-services"
-
-
-@pytest.fixture(scope="module")
-def pin_hash(pepper: str) -> str:
-    return enrol(SecretHasher(pepper=pepper), "pin", PIN)
 
 
 @pytest.fixture

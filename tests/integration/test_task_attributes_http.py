@@ -18,7 +18,6 @@ import pytest
 import redis
 import requests
 
-from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.outbox import Outbox
 from ivr.simulator import CallResult, HttpTransport
 from ivr.simulator.phone import Phone
@@ -52,11 +51,6 @@ INTENTS = {
     "card-services by service code": ("card-services", ["pin", "service_code"], "two_factor"),
 }
 PERSONAL = personal_values(ACCOUNT, PHONE, EMAIL, PIN, "Alice Example", "1 Market Street")
-
-
-@pytest.fixture(scope="module")
-def pin_hash(pepper: str) -> str:
-    return enrol(SecretHasher(pepper=pepper), "pin", PIN)
 
 
 @pytest.fixture

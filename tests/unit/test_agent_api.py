@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
@@ -23,15 +22,11 @@ from ivr.runtime import Runtime
 from ivr.simulator import Gather, Keys
 from ivr.store.server import find_free_port
 from tests.conftest import ALICE, API_TOKEN, FLOWS_DIR, PlayerFactory, make_app
-from tests.support import audit_events, sign
+from tests.support import audit_events, sign, step_of
 
 UNKNOWN_ACCOUNT = "55500555"
 STRANGER = "+14155550142"  # no account has this number
 Answer = Keys | None | Callable[[], Keys | None]
-
-
-def step_of(gather: Gather) -> str:
-    return urlsplit(gather.action or "").path.rsplit("/", 1)[-1]
 
 
 class Script:

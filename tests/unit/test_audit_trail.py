@@ -29,7 +29,7 @@ from ivr.flows import trail
 from ivr.flows.engine import CallerInput, CallState, Engine, Enqueue
 from ivr.flows.loader import load_flow
 from ivr.outbox import Outbox
-from ivr.simulator import CallResult, Gather, Keys, Speech
+from ivr.simulator import CallResult, Keys, Speech
 from ivr.simulator.phone import Phone
 from ivr.store.audit import LOGGER, AuditLog, log_line
 from ivr.store.server import find_free_port
@@ -42,7 +42,7 @@ from tests.conftest import (
     make_app,
     run_jobs,
 )
-from tests.support import audit_events, contains_code, redis_contents
+from tests.support import audit_events, contains_code, queue_caller, redis_contents
 
 DEFAULT_FLOW = load_flow(REPO_ROOT / "flows" / "default.yaml")
 WRONG_PIN = "274061"
@@ -167,24 +167,10 @@ class TestWholeCalls:
     ) -> None:
         phone = Phone(Outbox(worker_env))
 
-        def caller(gather: Gather, heard: list[str]) -> Keys | None:
-            prompt = heard[-1] if heard else ""
-            if "your account number" in prompt:
-                return Keys(f"{ALICE.account}#")
-            if prompt.startswith("To enter your PIN"):
-                return Keys("1")
-            if prompt.startswith("Please enter your PIN"):
-                return Keys(f"{ALICE.pin}#")
-            if "you are verified" in prompt:
-                return Keys("2")
-            if prompt.startswith("Card changes need one more check"):
-                return Keys("1")
-            if prompt.startswith("Please enter the code we sent you"):
-                return Keys(f"{phone.latest_code()}#")
-            return None
-
         call = player(pause_scale=0, observer=_worker_at_hold(redis))
-        result = call.play(caller)
+        result = call.play(
+            queue_caller(ALICE.account, ALICE.pin, "card-services by sms", phone.latest_code)
+        )
         assert result.queue == "card-services", result.transcript()
         code = phone.latest_code()
         assert code is not None

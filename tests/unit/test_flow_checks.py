@@ -16,6 +16,7 @@ from ivr.flows.checks import check_flow, errors
 from ivr.flows.engine import CallState, Engine, Say
 from ivr.flows.loader import load_flow_with_marks, parse_flow_with_marks
 from ivr.flows.prompts import ALLOWED_FIELDS
+from tests.support import edit, line_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FILE = "test.yaml"
@@ -74,18 +75,6 @@ steps:
     kind: hangup
     say: Goodbye.
 """
-
-
-def edit(text: str, old: str, new: str) -> str:
-    """Replace text that must be there, so a stale fixture cannot make a test pass vacuously."""
-    assert text.count(old) == 1, f"fixture must contain {old!r} exactly once"
-    return text.replace(old, new)
-
-
-def line_of(text: str, needle: str, occurrence: int = 1) -> int:
-    hits = [i for i, line in enumerate(text.splitlines(), start=1) if needle in line]
-    assert len(hits) >= occurrence, f"{needle!r} occurs {len(hits)} times"
-    return hits[occurrence - 1]
 
 
 def with_queue(text: str, name: str, requires: str = "one_factor", extra: str = "") -> str:

@@ -20,6 +20,7 @@ from ivr.flows.loader import (
     parse_flow_with_marks,
 )
 from ivr.flows.schema import STEP_KINDS, EnqueueStep, Flow
+from tests.support import line_of
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_FLOW = REPO_ROOT / "flows" / "default.yaml"
@@ -72,13 +73,6 @@ def edit(text: str, old: str, new: str, count: int = 1) -> str:
     """Replace text that must be there, so a stale fixture cannot make a test pass vacuously."""
     assert old in text, f"fixture no longer contains {old!r}"
     return text.replace(old, new, count)
-
-
-def line_of(text: str, needle: str, occurrence: int = 1) -> int:
-    """1-based line of the n-th line containing `needle`."""
-    hits = [i for i, line in enumerate(text.splitlines(), start=1) if needle in line]
-    assert len(hits) >= occurrence, f"{needle!r} occurs {len(hits)} times"
-    return hits[occurrence - 1]
 
 
 def column_of(text: str, needle: str, occurrence: int = 1) -> int:

@@ -26,12 +26,12 @@ from twilio.http.response import Response
 from ivr.errors import SettingsError
 from ivr.lookup import LOOKUP_TIMEOUT
 from ivr.outbox import Outbox
-from ivr.runtime import EXTENSION, Runtime
+from ivr.runtime import Runtime
 from ivr.settings import ENV_NAMES, load_settings
 from ivr.simulator import CallResult
 from ivr.simulator.phone import Phone
 from tests.conftest import ALICE, BOB, TOKEN, PlayerFactory, enrol, make_app, run_jobs
-from tests.support import audit_events, queue_caller
+from tests.support import audit_events, queue_caller, runtime_of
 
 ACCOUNT_SID = "AC" + "c0ffee00" * 4
 WORKFLOW = "WW" + "4d" * 16
@@ -131,12 +131,6 @@ def ivr(redis: Any, worker_env: Path, monkeypatch: pytest.MonkeyPatch) -> Callab
         return app
 
     return make
-
-
-def runtime_of(app: Flask) -> Runtime:
-    rt = app.extensions[EXTENSION]
-    assert isinstance(rt, Runtime)
-    return rt
 
 
 def text_me(app: Flask, player: PlayerFactory, outbox: Path) -> CallResult:

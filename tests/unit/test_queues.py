@@ -16,8 +16,10 @@ import pytest
 from ivr.assurance import Assurance, Requirement, attested, level_for
 from ivr.errors import FlowDefinitionError, Problem
 from ivr.flows.checks import check_flow, errors
-from ivr.flows.engine import Action, Ask, CallerInput, CallState, Engine, Enqueue, Hangup, Say
+from ivr.flows.engine import Action, CallerInput, CallState, Engine, Enqueue, Hangup, Say
 from ivr.flows.loader import load_flow, parse_flow_with_marks
+from tests.engine_fakes import asked
+from tests.support import edit
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FILE = "queues.yaml"
@@ -94,11 +96,6 @@ steps:
     kind: hangup
     say: Please use another route.
 """
-
-
-def edit(text: str, old: str, new: str) -> str:
-    assert text.count(old) == 1, f"fixture must contain {old!r} exactly once"
-    return text.replace(old, new)
 
 
 def line_of(text: str, needle: str) -> int:
@@ -402,11 +399,6 @@ def play(engine: Engine, state: CallState, *keys: str) -> list[Action]:
         while state.holding:
             actions = engine.poll(state)
     return actions
-
-
-def asked(actions: list[Action]) -> str:
-    assert isinstance(actions[-1], Ask), actions
-    return actions[-1].step
 
 
 def engine_for(text: str) -> tuple[Engine, Ports, CallState]:

@@ -30,12 +30,13 @@ from ivr.errors import SettingsError
 from ivr.flows.engine import CallerInput, CallState, Enqueue, Say
 from ivr.outbox import Outbox
 from ivr.processes import QUEUE
-from ivr.runtime import EXTENSION, Runtime
+from ivr.runtime import Runtime
 from ivr.settings import ENV_NAMES
 from ivr.store.codes import VERIFY_MARK, CallbackRef, CallbackRefs, CodeStore
 from ivr.store.counters import FailureCounter
 from ivr.twilio_api import CHECK_TIMEOUT, HTTP_TIMEOUT
 from tests.conftest import ALICE, BOB, CODE_KEY, TOKEN, enrol, make_app, redis_contents, run_jobs
+from tests.support import queued, runtime_of
 
 # SIDs without long digit runs, so a 6-digit code can only be found in Redis if it is there.
 ACCOUNT_SID = "AC" + "a1b2c3d4e5f6a7b8" * 2
@@ -152,12 +153,6 @@ def ivr(redis: Any, worker_env: Path, monkeypatch: pytest.MonkeyPatch) -> Callab
     return make
 
 
-def runtime_of(app: Flask) -> Runtime:
-    rt = app.extensions[EXTENSION]
-    assert isinstance(rt, Runtime)
-    return rt
-
-
 def asking(step: str = "sms_code", **changes: Any) -> CallState:
     """Alice's call, after her PIN, from a phone that is not hers."""
     fields: dict[str, Any] = {
@@ -176,11 +171,6 @@ def ask_code(rt: Runtime, method: str = "sms_otp") -> CallState:
     state = asking("sms_code" if method == "sms_otp" else "email_code")
     assert rt.possession.request_code(state, method) == "queued"
     return state
-
-
-def queued(redis: Any) -> list[Job]:
-    queue = Queue(QUEUE, connection=redis)
-    return [job for job in (queue.fetch_job(i) for i in queue.job_ids) if job is not None]
 
 
 def scheduled(redis: Any) -> ScheduledJobRegistry:
