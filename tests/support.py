@@ -295,9 +295,9 @@ def pin_caller(account: str, *pins: str) -> InputSource:
         prompt = heard[-1] if heard else ""
         if "your account number" in prompt:
             return Keys(f"{account}#")
-        if prompt.startswith("To enter your PIN"):
+        if prompt.startswith("For PIN, press 1"):
             return Keys("1") if left else None
-        if prompt.startswith("Please enter your PIN"):
+        if prompt.startswith("Enter your PIN"):
             return Keys(f"{left.pop(0)}#")
         if "you are verified" in prompt:
             return Keys("1")
@@ -340,9 +340,9 @@ def queue_caller(
         prompt = heard[-1] if heard else ""
         if "your account number" in prompt:
             return Keys(f"{account}#")
-        if prompt.startswith("To enter your PIN"):
+        if prompt.startswith("For PIN, press 1"):
             return Keys("1")
-        if prompt.startswith("Please enter your PIN"):
+        if prompt.startswith("Enter your PIN"):
             return Keys(f"{pin}#")
         if "you are verified" in prompt:
             return Keys(menu)

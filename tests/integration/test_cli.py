@@ -195,7 +195,7 @@ class TestCall:
             cli, ["call", "--in-process", "-i", "12345678#", "-i", "1", "-i", "583920#", "-i", "0"]
         )
         assert result.exit_code == 0, result.output
-        assert "IVR: Please enter your PIN" in result.output
+        assert "IVR: Enter your PIN" in result.output
         assert "-> enqueued in queue 'general'" in result.output
 
     def test_no_running_dev_service_is_one_clear_line(self, runner: CliRunner) -> None:

@@ -69,9 +69,9 @@ class TestPromptsSayHowToAnswer:
             "      - key: 1\n",
         )
         text = edit(text, "        words: [passcode, pass code, password, pass phrase]\n", "")
-        pin_menu = "    prompt: >-\n      To enter your PIN"
+        pin_menu = "    prompt: For PIN"
         text = edit(text, f"input: dtmf speech\n{pin_menu}", f"input: dtmf\n{pin_menu}")
-        text = edit(text, "To enter your PIN, press 1 or say PIN.", "Say PIN.")
+        text = edit(text, "For PIN, press 1.", "Say PIN.")
         warning = only_warning(text)
         assert warning.path == "steps.choose_method.prompt"
         assert warning.hint == "mention press 1 (for `pin`)"
@@ -83,29 +83,32 @@ class TestPromptsSayHowToAnswer:
     @pytest.mark.parametrize(
         ("step", "old", "new"),
         [
-            ("identify", "Please enter your account number, then press the pound key.", "Account?"),
-            ("pin", "Please enter your PIN, then press the pound key.", "Your PIN, please."),
+            (
+                "identify",
+                "please enter your account number, then pound. From your phone on\n"
+                "      file, press star, pound.",
+                "your account number? From your phone on file, use star.",
+            ),
+            ("pin", "Enter your PIN, then pound.", "Your PIN, please."),
         ],
     )
     def test_a_keypad_prompt_that_does_not_say_press_or_enter(
         self, step: str, old: str, new: str
     ) -> None:
         text = edit(DEFAULT, old, new)
-        if step == "identify":  # the star sentence says "press"; leave only the question
-            text = edit(text, "press star, then pound", "use star")
         warning = only_warning(text)
         assert warning.path == f"steps.{step}.prompt"
         assert "keypad" in warning.message
         assert "press the pound key" in warning.hint
 
     def test_caller_id_that_the_prompt_never_offers(self) -> None:
-        text = edit(DEFAULT, "press star, then pound", "press pound")
+        text = edit(DEFAULT, "file, press star, pound.", "file, press pound.")
         warning = only_warning(text)
         assert warning.path == "steps.identify.prompt"
         assert "caller_id: true" in warning.message
 
     def test_a_passcode_prompt_must_say_to_speak(self) -> None:
-        text = edit(DEFAULT, "Please say your passcode after the tone.", "Your passcode, please.")
+        text = edit(DEFAULT, "Please say your passcode.", "Your passcode, please.")
         warning = only_warning(text)
         assert warning.path == "steps.passcode.prompt"
         assert "Please say your passcode." in warning.hint
@@ -182,9 +185,9 @@ class TestDocumentSize:
         long = "Welcome. " * (MAX_TWIML_BYTES // 9)
         text = edit(
             DEFAULT,
-            "    say: >-\n      Thank you for calling Example Bank.",
-            f"    say: {long}\n    next: intro\n  intro:\n    kind: say\n    say: >-\n"
-            "      Thank you for calling Example Bank.",
+            "    say: Welcome to Example Bank.",
+            f"    say: {long}\n    next: intro\n  intro:\n    kind: say\n"
+            "    say: Welcome to Example Bank.",
         )
         found = errors(check(text))
         assert len(found) == 1, "\n".join(map(str, found))
@@ -200,8 +203,8 @@ class TestDocumentSize:
         half = "No. " * (MAX_TWIML_BYTES // 8 + 100)
         text = edit(
             DEFAULT,
-            "prompt: Please enter your PIN, then press the pound key.",
-            f"prompt: Please enter your PIN, then press the pound key. {half}",
+            "prompt: Enter your PIN, then pound.",
+            f"prompt: Enter your PIN, then pound. {half}",
         )
         text = edit(
             text,
@@ -245,10 +248,10 @@ class TestYamlSyntaxHints:
 
     @pytest.mark.parametrize("quote", ['"', "'"])
     def test_an_unclosed_quote_points_at_the_quote(self, quote: str) -> None:
-        old = "prompt: Please say your passcode after the tone."
-        text = edit(DEFAULT, old, f"prompt: {quote}Please say your passcode after the tone.")
+        old = "prompt: Please say your passcode."
+        text = edit(DEFAULT, old, f"prompt: {quote}Please say your passcode.")
         problem = self.only(text)
-        assert (problem.line, problem.column) == (line_of(text, "your passcode after"), 13)
+        assert (problem.line, problem.column) == (line_of(text, "Please say your passcode"), 13)
         assert problem.message.startswith(f"invalid YAML: this quote `{quote}` is never closed")
         assert problem.hint == f"end the text with `{quote}`, or leave the quotes out"
 
@@ -260,8 +263,8 @@ class TestYamlSyntaxHints:
         assert problem.hint.startswith("indent with spaces")
 
     def test_a_colon_inside_unquoted_text(self) -> None:
-        old = "prompt: Please say your passcode after the tone."
-        text = edit(DEFAULT, old, "prompt: Note: say your passcode after the tone.")
+        old = "prompt: Please say your passcode."
+        text = edit(DEFAULT, old, "prompt: Note: say your passcode.")
         problem = self.only(text)
         assert problem.line == line_of(text, "Note: say your passcode")
         assert "put the whole text in quotes" in problem.hint

@@ -36,7 +36,7 @@ def flows(tmp_path: Path) -> Path:
     shutil.copytree(SHIPPED, folder)
     (folder / "broken.yaml").write_text(DEFAULT.replace("queue: general", "queue: genral"))
     (folder / "terse.yaml").write_text(
-        DEFAULT.replace("Please say your passcode after the tone.", "Your passcode, please.")
+        DEFAULT.replace("Please say your passcode.", "Your passcode, please.")
     )
     return folder
 

@@ -281,7 +281,7 @@ class TestCreateApp:
              "    caller_id: true\n    min_digits: 6\n    max_digits: 12\n    next: main_menu",
              "steps.balance_queue.queue"),
             # A prompt that reads customer data aloud.
-            ("prompt: Please enter your PIN, then press the pound key.",
+            ("prompt: Enter your PIN, then pound.",
              "prompt: Hello {name}, please enter your PIN.", "steps.pin.prompt"),
             # The failure route leads to an agent.
             ("failure_route: other_route", "failure_route: agent_queue", "failure_route"),

@@ -128,7 +128,7 @@ class TestNeverAFactor:
         )
         result = call.play(pin_caller(ALICE.account, ALICE.pin))
         assert result.outcome == "enqueued", result.transcript()
-        assert result.said("Please enter your PIN")
+        assert result.said("Enter your PIN")
         stored = runtime.sessions.load(call.call_sid)
         assert stored is not None
         assert stored.state.signals == {"attestation": "A"}

@@ -45,4 +45,4 @@ def test_unsigned_request_to_an_unknown_path_is_403(
 
 def test_the_served_paths_are_unchanged(client: FlaskClient, redis: Any) -> None:
     response = client.post("/voice", data=PARAMS, headers=sign(TOKEN, BASE_URL + "/voice", PARAMS))
-    assert b"Thank you for calling" in response.data
+    assert b"Welcome to Example Bank" in response.data

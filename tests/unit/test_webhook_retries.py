@@ -76,7 +76,7 @@ class TestIdempotency:
         stale = caller.post("/voice/step/identify?seq=0", Digits=BOB.account)
         assert stale.status_code == 200
         assert gather_action(stale.data) == current
-        assert "Please enter your PIN" in said(stale.data)
+        assert "Enter your PIN" in said(stale.data)
         assert redis_snapshot(redis) == before
         assert state_of(redis).account == ALICE.account
         assert auth_events(runtime) == []

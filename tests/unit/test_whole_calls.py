@@ -100,7 +100,7 @@ class TestWholeCalls:
         assert result.queue == "balances"
         assert state_of(redis, p.call_sid).account == ALICE.account
         # The prompt tells the caller this is how caller ID is used.
-        assert result.said("press star, then pound")
+        assert result.said("press star, pound")
 
     def test_caller_id_from_unknown_number_cannot_use_a_pin(
         self, player: PlayerFactory, customers: Any
