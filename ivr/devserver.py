@@ -24,6 +24,7 @@ from pathlib import Path
 
 from redis import Redis
 from redis.backoff import AbstractBackoff, ExponentialBackoff
+from redis.exceptions import RedisError
 
 from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.errors import IvrError
@@ -189,6 +190,10 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
 
         added = seed_demo_customers(connect_redis(redis_url), make_hasher(settings))
         agent_tokens = seed_demo_agents(connect_redis(redis_url))
+        watcher = FlowWatcher(
+            connect_redis(redis_url), settings.flows_dir / f"{settings.flow}.yaml", say
+        )
+        watcher.publish()
         web = Child("web", web_command(f"{host}:{port}", 2, "--access-logfile", "-"), env)
         children.append(web)
         children.append(Child("worker", worker_command(redis_url), env))
@@ -198,10 +203,6 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
         _wait_for_http(port, web.proc)
         base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         DevState(base_url, token, redis_url, str(outbox), api_token).write(data_dir)
-        watcher = FlowWatcher(
-            connect_redis(redis_url), settings.flows_dir / f"{settings.flow}.yaml", say
-        )
-        watcher.publish()
         _banner(say, base_url, added, agent_tokens)
         supervise(children, redis_server, say, _stop_on_signals(), watch=watcher.check)
     finally:
@@ -338,7 +339,7 @@ class FlowWatcher:
             for line in exc.lines:
                 self.say(f"  {line}")
             return
-        except IvrError as exc:  # the file does not parse, or cannot be read
+        except (IvrError, RedisError) as exc:  # the file does not parse; Redis went away
             self.say(f"flow {name}: not published, the service keeps the last good version:")
             for line in str(exc).splitlines():
                 self.say(f"  {line}")
