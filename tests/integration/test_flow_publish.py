@@ -17,7 +17,9 @@ from ivr.store.customers import Customer
 from tests.integration.conftest import FLOWS_DIR, WebProcess, service_env
 from tests.support import edit, gather_action, said, seed_customer, sign
 
-ACCOUNT, PHONE, PIN = "12345678", "+14155550100", "583920"
+ACCOUNT = "12345678"
+PHONE = "+14155550100"
+PIN = "583920"
 METHOD_PROMPT = "To enter your PIN, press 1 or say PIN."
 IVR = [sys.executable, "-c", "from ivr.cli import main; main()"]
 
