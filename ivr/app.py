@@ -34,7 +34,9 @@ def create_app(
     flow = load_checked_flow(settings)
     check_delivery_settings(flow, settings)
     policy = agent_policy_for(settings)
-    app.extensions[EXTENSION] = build_runtime(settings, redis, flow, policy)
+    app.extensions[EXTENSION] = build_runtime(
+        settings, redis, flow, policy, lambda version: servable(version, settings)
+    )
     guard_requests(app, settings)
 
     from ivr.web import agent_page, agents, api, voice
@@ -68,6 +70,15 @@ def load_checked_flow(settings: Settings) -> Flow:
     if found:
         raise FlowDefinitionError(found)
     return flow
+
+
+def servable(flow: Flow, settings: Settings) -> None:
+    """Raise unless this service may serve `flow`, a published version: the checks `ivr flows
+    publish` ran (a version in Redis may not have come through it), and delivery settings."""
+    found = errors(check_flow(flow, None, f"<flow {flow.name}>"))
+    if found:
+        raise FlowDefinitionError(found)
+    check_delivery_settings(flow, settings)
 
 
 def agent_policy_path(settings: Settings) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from redis import Redis
 from redis.backoff import AbstractBackoff, ExponentialBackoff
+from redis.exceptions import RedisError
 
 from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.errors import IvrError
@@ -189,6 +190,10 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
 
         added = seed_demo_customers(connect_redis(redis_url), make_hasher(settings))
         agent_tokens = seed_demo_agents(connect_redis(redis_url))
+        watcher = FlowWatcher(
+            connect_redis(redis_url), settings.flows_dir / f"{settings.flow}.yaml", say
+        )
+        watcher.publish()
         web = Child("web", web_command(f"{host}:{port}", 2, "--access-logfile", "-"), env)
         children.append(web)
         children.append(Child("worker", worker_command(redis_url), env))
@@ -199,7 +204,7 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
         base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         DevState(base_url, token, redis_url, str(outbox), api_token).write(data_dir)
         _banner(say, base_url, added, agent_tokens)
-        supervise(children, redis_server, say, _stop_on_signals())
+        supervise(children, redis_server, say, _stop_on_signals(), watch=watcher.check)
     finally:
         for child in children:
             child.stop()
@@ -282,9 +287,11 @@ def supervise(
     stop: threading.Event,
     backoff: AbstractBackoff = RESTART_BACKOFF,
     poll: float = 0.5,
+    watch: Callable[[], None] = lambda: None,
 ) -> None:
     """Until `stop`, start again a child that died; give up with one line when one keeps dying,
-    or when redis-server dies (nothing works without it, and its data is its own business)."""
+    or when redis-server dies (nothing works without it, and its data is its own business).
+    `watch` is called on every turn (the flow file's watcher)."""
     while not stop.wait(poll):
         if redis_server is not None and redis_server.pid is None:
             raise IvrError(
@@ -292,6 +299,52 @@ def supervise(
             )
         for child in children:
             _keep_alive(child, say, backoff)
+        watch()
+
+
+class FlowWatcher:
+    """Publishes the flow file each time it changes, through `ivr flows publish`'s own path, so
+    the running service takes an edit without a restart, and keeps the last good version when
+    the edit is broken."""
+
+    def __init__(self, redis: Redis, path: Path, say: Say, every: float = 1.0) -> None:
+        self.redis, self.path, self.say, self.every = redis, path, say, every
+        self._mtime = self._stat()
+        self._next = time.monotonic() + every
+
+    def _stat(self) -> int | None:
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def check(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + self.every
+        mtime = self._stat()
+        if mtime != self._mtime:
+            self._mtime = mtime
+            self.publish()
+
+    def publish(self) -> None:
+        from ivr.flows.publish import PublishRefused, publish_flow
+        from ivr.store.flows import SHORT
+
+        name = self.path.stem
+        try:
+            digest, new, _ = publish_flow(self.redis, self.path)
+        except PublishRefused as exc:
+            self.say(f"flow {name}: not published, the service keeps the last good version:")
+            for line in exc.lines:
+                self.say(f"  {line}")
+            return
+        except (IvrError, RedisError) as exc:  # the file does not parse; Redis went away
+            self.say(f"flow {name}: not published, the service keeps the last good version:")
+            for line in str(exc).splitlines():
+                self.say(f"  {line}")
+            return
+        self.say(f"flow {name}: {'published' if new else 'unchanged'} {digest[:SHORT]}")
 
 
 def _keep_alive(child: Child, say: Say, backoff: AbstractBackoff) -> None:

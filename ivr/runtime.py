@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from flask import current_app
 from redis import Redis
@@ -12,7 +13,7 @@ from ivr.auth.agent_policy import AgentPolicy
 from ivr.auth.knowledge import SecretHasher
 from ivr.auth.possession import CodePolicy, Possession
 from ivr.auth.verifier import Verifier
-from ivr.flows.engine import Engine
+from ivr.flows.engine import CallState, Engine
 from ivr.flows.schema import Flow
 from ivr.settings import Settings
 from ivr.store.abuse import AbuseGuard
@@ -20,11 +21,13 @@ from ivr.store.agents import AgentDirectory
 from ivr.store.audit import AuditLog
 from ivr.store.counters import FailureCounter
 from ivr.store.customers import RedisCustomerDirectory
+from ivr.store.flows import ServedFlow
 from ivr.store.send_caps import SendLimiter, SendLimits
 from ivr.store.sessions import SessionStore
 from ivr.twilio_api import CHECK_TIMEOUT, TwilioVerify, make_client
 
 EXTENSION = "ivr"
+MAX_ENGINES = 16
 
 
 @dataclass
@@ -41,11 +44,37 @@ class Runtime:
     counter: FailureCounter
     agents: AgentDirectory
     agent_policy: AgentPolicy | None  # None: no policy file, and the agent API refuses all
+    served: ServedFlow  # the published versions; `flow` and `engine` are the file's
+    verifier: Verifier
+    _engines: dict[str, Engine] = field(default_factory=dict)
+
+    def current(self) -> tuple[str, Engine]:
+        """The flow version a new call starts on, and its engine."""
+        return self._engine(*self.served.current())
+
+    def pinned(self, state: CallState) -> Engine:
+        """The engine of the version `state` started on."""
+        return self._engine(*self.served.pinned(state.flow_version))[1]
+
+    def _engine(self, digest: str, flow: Flow) -> tuple[str, Engine]:
+        if digest == self.served.file_hash:
+            return digest, self.engine
+        engine = self._engines.get(digest)
+        if engine is None or engine.flow is not flow:
+            if len(self._engines) >= MAX_ENGINES:
+                self._engines.clear()
+            engine = self._engines[digest] = Engine(flow, self.verifier)
+        return digest, engine
 
 
 def build_runtime(
-    settings: Settings, redis: Redis, flow: Flow, agent_policy: AgentPolicy | None = None
+    settings: Settings,
+    redis: Redis,
+    flow: Flow,
+    agent_policy: AgentPolicy | None = None,
+    check: Callable[[Flow], None] = lambda flow: None,
 ) -> Runtime:
+    """`check` raises for a published version this service must not serve."""
     customers = RedisCustomerDirectory(redis)
     hasher = make_hasher(settings)
     audit = AuditLog(redis)
@@ -75,6 +104,8 @@ def build_runtime(
         counter=counter,
         agents=AgentDirectory(redis),
         agent_policy=agent_policy,
+        served=ServedFlow(redis, settings.flow, flow, check),
+        verifier=verifier,
     )
 
 

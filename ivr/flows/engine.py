@@ -69,6 +69,8 @@ class CallState:
     # Risk signals (ivr.auth.signals): they route and inform, they never prove anything.
     signals: dict[str, str] = field(default_factory=dict)
     queue: str | None = None  # the queue the call was handed to
+    # The content hash of the flow version the call started on; it keeps it until it ends.
+    flow_version: str = ""
 
     @property
     def assurance(self) -> Assurance:

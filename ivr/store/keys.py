@@ -95,3 +95,18 @@ def agent_token(digest: str) -> str:
 
 
 AGENTS = f"{PREFIX}:agents"
+
+
+def flow_version(name: str, digest: str) -> str:
+    """One published version of flow `name`: its canonical JSON, under its content hash."""
+    return f"{PREFIX}:flow:{name}:version:{digest}"
+
+
+def flow_live(name: str) -> str:
+    """The content hash of the version of flow `name` that new calls get."""
+    return f"{PREFIX}:flow:{name}:live"
+
+
+def flow_versions(name: str) -> str:
+    """Every version of flow `name` ever published: hash -> epoch s of its first publish."""
+    return f"{PREFIX}:flow:{name}:versions"

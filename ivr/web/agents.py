@@ -97,7 +97,7 @@ def _refusal(rt: Runtime, agent: Agent, state: CallState | None) -> str | None:
     # (`by_ref` finds no call Twilio said has ended.) It left the IVR without a queue: hung up.
     if state.ended and state.queue is None:
         return "over"
-    roles = serving_roles(rt.flow, state.queue)
+    roles = serving_roles(rt.pinned(state).flow, state.queue)
     if roles is not None and agent.role not in roles:
         return "queue"
     return None

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from ivr.auth.signals import attestation
-from ivr.flows.engine import Action, CallerInput, CallState
+from ivr.flows.engine import Action, CallerInput, CallState, Engine
 from ivr.flows.render import apology, render
 from ivr.lookup import LineSignals
 from ivr.runtime import Runtime, runtime
@@ -62,10 +62,10 @@ def _fail_closed(error: Exception) -> Response | HTTPException:
 @bp.post("")
 def incoming() -> Response:
     """A new call: the flow starts from the top."""
-    rt = runtime()
     caller = _params().get("From", "")[:64]
     return _start(
-        lambda sid: CallState(call_sid=sid, caller=caller, step=rt.flow.start), rt.engine.start
+        lambda sid, engine: CallState(call_sid=sid, caller=caller, step=engine.flow.start),
+        lambda engine, state: engine.start(state),
     )
 
 
@@ -84,7 +84,7 @@ def callback() -> Response:
     """
     rt = runtime()
 
-    def inherit(sid: str) -> CallState | None:
+    def inherit(sid: str, engine: Engine) -> CallState | None:
         ref = CallbackRefs(rt.redis).take(sid)
         if ref is None:
             return None
@@ -99,23 +99,24 @@ def callback() -> Response:
             proven_at=dict(ref.proven_at),
         )
 
-    return _start(inherit, rt.engine.answer_callback)
+    return _start(inherit, lambda engine, state: engine.answer_callback(state))
 
 
 @bp.post("/step/<step>")
 def step(step: str) -> Response:
     """The caller answered (or stayed silent at) the question of `step`."""
-    return _advance(step, lambda rt, state: rt.engine.answer(state, _caller_input()))
+    return _advance(step, lambda engine, state: engine.answer(state, _caller_input()))
 
 
 @bp.post("/poll/<step>")
 def poll(step: str) -> Response:
     """The caller has held while a code is sent: is it there yet?"""
-    return _advance(step, lambda rt, state: rt.engine.poll(state))
+    return _advance(step, lambda engine, state: engine.poll(state))
 
 
 def _start(
-    new_state: Callable[[str], CallState | None], first: Callable[[CallState], list[Action]]
+    new_state: Callable[[str, Engine], CallState | None],
+    first: Callable[[Engine, CallState], list[Action]],
 ) -> Response:
     rt = runtime()
     call_sid = _call_sid()
@@ -126,10 +127,14 @@ def _start(
         if stored is not None:
             if stored.reply_seq == START_SEQ and stored.reply is not None:
                 return _twiml(stored.reply)  # Twilio retried the first request
-            return _twiml(_reply(rt, stored.state, rt.engine.repeat(stored.state)))
-        state = new_state(call_sid)
+            engine = rt.pinned(stored.state)
+            return _twiml(_reply(rt, engine, stored.state, engine.repeat(stored.state)))
+        # The version live now is the call's until it ends, whatever is published meanwhile.
+        version, engine = rt.current()
+        state = new_state(call_sid, engine)
         if state is None:
             return _twiml(apology(rt.settings.apology))
+        state.flow_version = version
         # A call back is our own outbound call: it carries no PASSporT, so "absent" too.
         state.ref, state.signals = _ref(), attestation(_params().get("StirVerstat"))
         how = ["callback"] if state.called_back else []
@@ -140,13 +145,13 @@ def _start(
             caller=state.caller,
             detail=" ".join([*how, _signal_text(state.signals)]),  # e.g. "attestation=A"
         )
-        reply = _reply(rt, state, first(state))
+        reply = _reply(rt, engine, state, first(engine, state))
         rt.sessions.save(state, START_SEQ, reply, lock)
     log.info("call %s started", call_sid)
     return _twiml(reply)
 
 
-def _advance(step: str, handle: Callable[[Runtime, CallState], list[Action]]) -> Response:
+def _advance(step: str, handle: Callable[[Engine, CallState], list[Action]]) -> Response:
     rt = runtime()
     call_sid = _call_sid()
     seq = request.args.get("seq", type=int)
@@ -160,13 +165,14 @@ def _advance(step: str, handle: Callable[[Runtime, CallState], list[Action]]) ->
         state = stored.state
         if seq == stored.reply_seq and stored.reply is not None:
             return _twiml(stored.reply)  # Twilio retried a request we already answered
+        engine = rt.pinned(state)
         if seq != state.seq or step != state.step:
-            return _twiml(_reply(rt, state, rt.engine.repeat(state)))
+            return _twiml(_reply(rt, engine, state, engine.repeat(state)))
         # What the worker's Lookup found for the number on file of this claim, if anything.
         LineSignals(rt.redis, rt.settings.session_ttl).fold(state)
-        actions = handle(rt, state)
+        actions = handle(engine, state)
         state.seq += 1
-        reply = _reply(rt, state, actions)
+        reply = _reply(rt, engine, state, actions)
         rt.sessions.save(state, seq, reply, lock)
     log.info("call %s now at %s", call_sid, state.step)
     return _twiml(reply)
@@ -203,12 +209,12 @@ def unknown(unknown: str = "") -> Response:
     return _twiml(apology(runtime().settings.apology))
 
 
-def _reply(rt: Runtime, state: CallState, actions: list[Action]) -> str:
+def _reply(rt: Runtime, engine: Engine, state: CallState, actions: list[Action]) -> str:
     def action_url(step_id: str, poll: bool) -> str:
         path = url_for("voice.poll" if poll else "voice.step", step=step_id)
         return f"{path}?{urlencode({'seq': state.seq})}"
 
-    return render(actions, rt.flow, action_url, rt.settings.taskrouter_workflow_sid)
+    return render(actions, engine.flow, action_url, rt.settings.taskrouter_workflow_sid)
 
 
 def _signal_text(signals: dict[str, str]) -> str:

@@ -406,6 +406,7 @@ class TestSessionStore:
             "proven_at",
             "signals",
             "queue",
+            "flow_version",
         }
 
     def test_lock_is_released_after_use(self, redis: Any) -> None:
