@@ -20,7 +20,7 @@ from tests.support import edit, gather_action, said, seed_customer, sign
 ACCOUNT = "12345678"
 PHONE = "+14155550100"
 PIN = "583920"
-METHOD_PROMPT = "To enter your PIN, press 1 or say PIN."
+METHOD_PROMPT = "For PIN, press 1. For passcode, press 2."
 IVR = [sys.executable, "-c", "from ivr.cli import main; main()"]
 
 

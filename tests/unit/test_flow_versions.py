@@ -25,7 +25,7 @@ from tests.conftest import ALICE, FLOWS_DIR, Caller, enrol, make_app
 from tests.support import edit, said
 
 DEFAULT = (FLOWS_DIR / "default.yaml").read_text()
-METHOD_PROMPT = "To enter your PIN, press 1 or say PIN."
+METHOD_PROMPT = "For PIN, press 1. For passcode, press 2."
 BROKEN = ("        next: pin\n", "        next: nowhere\n")
 
 
@@ -77,7 +77,7 @@ def test_publish_refuses_a_flow_failing_its_scenario_tests(redis: Any, tmp_path:
     flows = tmp_path / "flows"
     shutil.copytree(FLOWS_DIR, flows)
     flow = flows / "default.yaml"
-    flow.write_text(edit(DEFAULT, "Thank you for calling Example Bank", "Hello"))
+    flow.write_text(edit(DEFAULT, "Welcome to Example Bank", "Hello"))
     with pytest.raises(PublishRefused) as refused:
         publish_flow(redis, flow)
     assert "scenario tests failed" in str(refused.value)
@@ -178,7 +178,7 @@ def test_a_call_keeps_its_version_while_a_new_call_gets_the_published_one(
     first.start()
     publish(redis, flow_file, variant("Version B"))
     assert said(first.answer(Digits=ALICE.account).data).startswith("Version A.")
-    assert said(first.answer(Digits="1").data).startswith("Please enter your PIN")
+    assert said(first.answer(Digits="1").data).startswith("Enter your PIN")
     _, heard = to_method_menu(served, SID_2)
     assert heard.startswith("Version B.")
 
