@@ -344,6 +344,12 @@ class FlowWatcher:
             for line in str(exc).splitlines():
                 self.say(f"  {line}")
             return
+        except Exception as exc:  # a bug in a check or the runner must not take `ivr dev` down
+            self.say(
+                f"flow {name}: not published ({type(exc).__name__}: {exc}); "
+                "the service keeps the last good version"
+            )
+            return
         self.say(f"flow {name}: {'published' if new else 'unchanged'} {digest[:SHORT]}")
 
 
