@@ -19,10 +19,13 @@ Fixtures live in the conftest files; a test module imports what it needs from he
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +35,8 @@ from flask import Flask
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from twilio.http.http_client import TwilioHttpClient
+from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 
 from ivr import simulator
@@ -712,3 +717,67 @@ def runtime_of(app: Flask) -> Runtime:
     rt = app.extensions[EXTENSION]
     assert isinstance(rt, Runtime)
     return rt
+
+
+# --------------------------------------------------------------------------------------------
+# The twilio client's HTTP boundary
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TwilioSent:
+    """One request the `twilio` client sent: query `params` (GET) and form `data` (POST)."""
+
+    method: str
+    url: str
+    params: dict[str, object]
+    data: dict[str, object]
+    auth: tuple[str, str] | None
+    client_timeout: float | None  # the timeout the TwilioHttpClient was built with
+
+
+class TwilioHttp:
+    """What the `twilio` client sent over HTTP, and the answers queued for it: (status, JSON
+    body) or an exception to raise. `install` patches `TwilioHttpClient.request`, the client's
+    own transport, so nothing of ours is mocked."""
+
+    def __init__(self) -> None:
+        self.answers: deque[tuple[int, Any] | Exception] = deque()
+        self.sent: list[TwilioSent] = []
+
+    def answer(self, *answers: tuple[int, Any] | Exception) -> None:
+        self.answers.extend(answers)
+
+    @property
+    def only(self) -> TwilioSent:
+        assert len(self.sent) == 1, self.sent
+        return self.sent[0]
+
+    def install(self, monkeypatch: Any) -> TwilioHttp:
+        http = self
+
+        def request(
+            client: TwilioHttpClient,
+            method: str,
+            url: str,
+            params: dict[str, object] | None = None,
+            data: dict[str, object] | None = None,
+            headers: dict[str, str] | None = None,
+            auth: tuple[str, str] | None = None,
+            timeout: float | None = None,
+            allow_redirects: bool = False,
+        ) -> Response:
+            sent = TwilioSent(
+                method, url, dict(params or {}), dict(data or {}), auth, client.timeout
+            )
+            http.sent.append(sent)
+            if not http.answers:
+                raise AssertionError(f"unexpected Twilio request: {method} {url}")
+            reply = http.answers.popleft()
+            if isinstance(reply, Exception):
+                raise reply
+            status, payload = reply
+            return Response(status, json.dumps(payload))
+
+        monkeypatch.setattr(TwilioHttpClient, "request", request)
+        return self

@@ -11,17 +11,13 @@ refuses nothing. Answers are cached per number; with IVR_LOOKUP off nothing is a
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
-from twilio.http.http_client import TwilioHttpClient
-from twilio.http.response import Response
 
 from ivr.errors import SettingsError
 from ivr.lookup import LOOKUP_TIMEOUT
@@ -31,7 +27,7 @@ from ivr.settings import ENV_NAMES, load_settings
 from ivr.simulator import CallResult
 from ivr.simulator.phone import Phone
 from tests.conftest import ALICE, BOB, TOKEN, PlayerFactory, enrol, make_app, run_jobs
-from tests.support import audit_events, queue_caller, runtime_of
+from tests.support import TwilioHttp, audit_events, queue_caller, runtime_of
 
 ACCOUNT_SID = "AC" + "c0ffee00" * 4
 WORKFLOW = "WW" + "4d" * 16
@@ -71,50 +67,9 @@ def answer(line: str | None = "mobile", swapped: datetime | None = None) -> tupl
     }
 
 
-@dataclass(frozen=True)
-class Sent:
-    method: str
-    url: str
-    params: dict[str, object]
-    auth: tuple[str, str] | None
-    client_timeout: float | None
-
-
-class TwilioHttp:
-    def __init__(self) -> None:
-        self.answers: deque[tuple[int, Any] | Exception] = deque()
-        self.sent: list[Sent] = []
-
-    def answer(self, *answers: tuple[int, Any] | Exception) -> None:
-        self.answers.extend(answers)
-
-
 @pytest.fixture
 def twilio(monkeypatch: pytest.MonkeyPatch) -> TwilioHttp:
-    http = TwilioHttp()
-
-    def request(
-        client: TwilioHttpClient,
-        method: str,
-        url: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
-        allow_redirects: bool = False,
-    ) -> Response:
-        http.sent.append(Sent(method, url, dict(params or {}), auth, client.timeout))
-        if not http.answers:
-            raise AssertionError(f"unexpected Twilio request: {method} {url}")
-        reply = http.answers.popleft()
-        if isinstance(reply, Exception):
-            raise reply
-        status, payload = reply
-        return Response(status, json.dumps(payload))
-
-    monkeypatch.setattr(TwilioHttpClient, "request", request)
-    return http
+    return TwilioHttp().install(monkeypatch)
 
 
 @pytest.fixture

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,6 @@ from flask import Flask
 from rq import Queue
 from rq.job import Job
 from rq.registry import ScheduledJobRegistry
-from twilio.http.http_client import TwilioHttpClient
-from twilio.http.response import Response
 from twilio.request_validator import RequestValidator
 
 from ivr.auth import codes
@@ -36,7 +32,7 @@ from ivr.store.codes import VERIFY_MARK, CallbackRef, CallbackRefs, CodeStore
 from ivr.store.counters import FailureCounter
 from ivr.twilio_api import CHECK_TIMEOUT, HTTP_TIMEOUT
 from tests.conftest import ALICE, BOB, CODE_KEY, TOKEN, enrol, make_app, redis_contents, run_jobs
-from tests.support import queued, runtime_of
+from tests.support import TwilioHttp, TwilioSent, queued, runtime_of
 
 # SIDs without long digit runs, so a 6-digit code can only be found in Redis if it is there.
 ACCOUNT_SID = "AC" + "a1b2c3d4e5f6a7b8" * 2
@@ -83,54 +79,9 @@ def twilio_error(code: int, status: int, message: str = "Something went wrong.")
 # -- the HTTP boundary -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Sent:
-    method: str
-    url: str
-    data: dict[str, object]
-    auth: tuple[str, str] | None
-    client_timeout: float | None  # the timeout the TwilioHttpClient was built with
-
-
-class TwilioHttp:
-    """What the `twilio` client sent over HTTP, and the answers queued for it."""
-
-    def __init__(self) -> None:
-        self.answers: deque[tuple[int, Any]] = deque()
-        self.sent: list[Sent] = []
-
-    def answer(self, *answers: tuple[int, Any]) -> None:
-        self.answers.extend(answers)
-
-    @property
-    def only(self) -> Sent:
-        assert len(self.sent) == 1, self.sent
-        return self.sent[0]
-
-
 @pytest.fixture
 def twilio(monkeypatch: pytest.MonkeyPatch) -> TwilioHttp:
-    http = TwilioHttp()
-
-    def request(
-        client: TwilioHttpClient,
-        method: str,
-        url: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
-        allow_redirects: bool = False,
-    ) -> Response:
-        http.sent.append(Sent(method, url, dict(data or {}), auth, client.timeout))
-        if not http.answers:
-            raise AssertionError(f"unexpected Twilio request: {method} {url}")
-        status, payload = http.answers.popleft()
-        return Response(status, json.dumps(payload))
-
-    monkeypatch.setattr(TwilioHttpClient, "request", request)
-    return http
+    return TwilioHttp().install(monkeypatch)
 
 
 # -- the IVR on both sides -------------------------------------------------------------------
@@ -177,7 +128,7 @@ def scheduled(redis: Any) -> ScheduledJobRegistry:
     return ScheduledJobRegistry(queue=Queue(QUEUE, connection=redis))
 
 
-def code_in(sent: Sent) -> str:
+def code_in(sent: TwilioSent) -> str:
     found = CODE_IN_SMS.search(str(sent.data.get("Body", "")))
     assert found, sent.data
     return found.group(1)
