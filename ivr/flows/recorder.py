@@ -73,7 +73,8 @@ def file_name(name: str) -> str:
     return f"{PREFIX}{slug or 'call'}"
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it is under it: what to type."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
@@ -86,7 +87,7 @@ def save_scenario(tests_dir: Path, document: dict[str, Any]) -> Path:
     tests_dir.mkdir(parents=True, exist_ok=True)
     for n in range(1, 100):
         path = tests_dir / (f"{stem}.yaml" if n == 1 else f"{stem}-{n}.yaml")
-        text = HEADER.format(path=_shown(path)) + yaml.safe_dump(
+        text = HEADER.format(path=shown_path(path)) + yaml.safe_dump(
             document, sort_keys=False, allow_unicode=True, width=100
         )
         try:

@@ -31,7 +31,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from werkzeug.exceptions import HTTPException
 
-from ivr.flows.recorder import RecordingError, save_scenario, scenario_document
+from ivr.flows.recorder import RecordingError, save_scenario, scenario_document, shown_path
 from ivr.outbox import Outbox
 from ivr.runtime import runtime
 from ivr.simulator import Keys, Speech, TwimlError, WsgiTransport
@@ -137,7 +137,8 @@ def save() -> Response:
     except RecordingError as exc:
         raise _Refused(422, str(exc)) from None
     text = path.read_text(encoding="utf-8")
-    return jsonify(file=str(path), command=f"ivr flows test {path}", yaml=text)
+    shown = shown_path(path)
+    return jsonify(file=shown, command=f"ivr flows test {shown}", yaml=text)
 
 
 @bp.get("/outbox")

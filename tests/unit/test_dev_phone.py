@@ -318,3 +318,11 @@ def test_the_outbox_shows_what_was_sent(web: FlaskClient, outbox_path: Path) -> 
         "body": "Example Bank: your code is 123456.",
     }
     assert web.get("/dev/phone/outbox?after=1").get_json()["messages"] == []
+
+
+def test_the_dev_banner_names_the_phone() -> None:
+    from ivr.devserver import _banner
+
+    said: list[str] = []
+    _banner(said.append, "http://127.0.0.1:8000", [], {})
+    assert "Play a call in the browser: http://127.0.0.1:8000/dev/phone" in said
