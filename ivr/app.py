@@ -45,6 +45,10 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(agents.bp)
     app.register_blueprint(agent_page.bp)
+    if settings.dev_phone:  # the browser phone: `ivr dev` only
+        from ivr.web import dev_phone
+
+        app.register_blueprint(dev_phone.bp)
     logging.getLogger("ivr").setLevel(logging.INFO)
     return app
 

@@ -194,7 +194,8 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
             connect_redis(redis_url), settings.flows_dir / f"{settings.flow}.yaml", say
         )
         watcher.publish()
-        web = Child("web", web_command(f"{host}:{port}", 2, "--access-logfile", "-"), env)
+        web_env = {**env, "IVR_DEV_PHONE": "1"}  # the browser phone, for this web process only
+        web = Child("web", web_command(f"{host}:{port}", 2, "--access-logfile", "-"), web_env)
         children.append(web)
         children.append(Child("worker", worker_command(redis_url), env))
         for child in children:
@@ -388,5 +389,6 @@ def _banner(
     say(f"Agent screen pop: {base_url}/agent  (sign in with a token; new ones each start)")
     for role, token in agent_tokens.items():
         say(f"  {role:11} {token}")
+    say(f"Play a call in the browser: {base_url}/dev/phone")
     say("Play a call in another terminal:  ivr call  (--hold keeps it in the queue for the page)")
     say("Stop with Ctrl-C.")

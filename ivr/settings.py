@@ -196,6 +196,10 @@ class Settings(BaseSettings):
         default=(), validation_alias=_env("IVR_AGENT_FRAME_ANCESTORS")
     )
 
+    # The browser phone (ivr.web.dev_phone, /dev/phone): only `ivr dev` turns it on, for its
+    # own web process; anywhere else the page and its API are not served at all (404).
+    dev_phone: bool = Field(default=False, validation_alias=_env("IVR_DEV_PHONE"))
+
     @field_validator("public_url")
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
