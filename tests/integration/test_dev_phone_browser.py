@@ -4,12 +4,14 @@ code to the development outbox.
 
 A person dials, keys the demo account and PIN on the keypad, asks for a card change, reads the
 texted code in the page's outbox and keys it in, and reaches the card-services queue; then saves
-the call as a scenario, which `ivr flows test` replays and passes (with a code of its own). The
-run leaves its screenshot at docs/dev-phone.png, the one the README shows.
+the call as a scenario, which `ivr flows test` replays and passes (with a code of its own). With
+IVR_UPDATE_SCREENSHOTS=1 the run refreshes docs/dev-phone.png, the picture the README shows; a
+plain run leaves the repository as it found it.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -103,8 +105,10 @@ def test_a_call_played_in_the_browser_reaches_the_queue_and_saves_as_a_scenario(
     page.locator("#save-button").click()
     saved = page.locator("#saved")
     expect(saved).to_contain_text("Saved ")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    shot = page.screenshot(full_page=True)
+    assert shot.startswith(b"\x89PNG")
+    if os.environ.get("IVR_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOT.write_bytes(shot)
 
     path = Path(saved.inner_text().splitlines()[0].removeprefix("Saved "))
     assert path.parent == flows_dir / "tests"
