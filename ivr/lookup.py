@@ -111,17 +111,25 @@ class LineSignals:
         pipe.execute()
 
     def get(self, call_sid: str, claim: str | None) -> dict[str, str]:
-        raw = self.redis.hgetall(keys.line_signals(call_sid))
+        return self.parse(self.redis.hgetall(keys.line_signals(call_sid)), claim)
+
+    @staticmethod
+    def parse(raw: Mapping[bytes, bytes], claim: str | None) -> dict[str, str]:
+        """The signals in `raw` (the hash `put` wrote) if they were found for `claim`."""
         found = {k.decode(): v.decode() for k, v in raw.items()}
         if claim is None or found.get("claim") != claim:
             return {}
         return {k: v for k, v in found.items() if k in LINE_SIGNALS}
 
-    def fold(self, state: CallState) -> None:
-        """Bring `state.signals` up to date: those of the current claim, none of another's."""
+    def fold(self, state: CallState, raw: Mapping[bytes, bytes] | None = None) -> None:
+        """Bring `state.signals` up to date: those of the current claim, none of another's.
+        `raw`: the hash already read (`SessionStore.take` reads it with the call)."""
         for name in LINE_SIGNALS:
             state.signals.pop(name, None)
-        state.signals.update(self.get(state.call_sid, state.account))
+        found = self.parse(raw, state.account) if raw is not None else None
+        state.signals.update(
+            found if found is not None else self.get(state.call_sid, state.account)
+        )
 
 
 def screen_sms(redis: Redis, settings: Settings, call_sid: str, claim: str, to: str) -> str | None:

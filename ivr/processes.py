@@ -30,7 +30,16 @@ _REQUEST_LIMITS = (
 )  # fmt: skip
 
 
-def web_command(bind: str, workers: int, *options: str) -> list[str]:
+#: Threads per gunicorn worker (the gthread worker class). An argon2 check (PIN, passcode)
+#: takes tens of ms of CPU with the GIL released; in a sync worker it holds every webhook
+#: queued behind it, here the other threads answer them meanwhile. argon2 is CPU-bound, so
+#: more threads than this buys no PIN throughput on two cores, only argon2 memory (19 MiB
+#: each at the default cost) and contention on the GIL for the cheap requests.
+WEB_THREADS = 4
+WORKER_CLASS = "gthread"
+
+
+def web_command(bind: str, workers: int, *options: str, threads: int = WEB_THREADS) -> list[str]:
     """gunicorn on the app factory, bounded, and trusting no forwarded header itself.
 
     gunicorn believes X-Forwarded-Proto from 127.0.0.1 by default (and from whatever
@@ -40,6 +49,7 @@ def web_command(bind: str, workers: int, *options: str) -> list[str]:
     """
     return [
         sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
+        "--worker-class", WORKER_CLASS, "--threads", str(threads),
         "--forwarded-allow-ips", "", *_REQUEST_LIMITS,
         *_no_control_socket(), *options, WSGI_APP,
     ]  # fmt: skip

@@ -10,6 +10,7 @@ import click
 
 from ivr.cli import DATA_DIR, _redis_url, _settings, cli
 from ivr.errors import IvrError
+from ivr.processes import WEB_THREADS
 
 
 @cli.command()
@@ -21,7 +22,14 @@ from ivr.errors import IvrError
     show_default="$PORT or 8000",
 )
 @click.option("--workers", type=int, default=2, show_default=True)
-def serve(host: str, port: int, workers: int) -> None:
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    default=WEB_THREADS,
+    show_default=True,
+    help="Threads per worker: one argon2 check blocks only its own.",
+)
+def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the webhooks with gunicorn against REDIS_URL (production)."""
     settings = _settings()
     if not settings.redis_url:
@@ -46,7 +54,7 @@ def serve(host: str, port: int, workers: int) -> None:
         )
     from ivr.processes import web_command
 
-    argv = web_command(f"{host}:{port}", workers)
+    argv = web_command(f"{host}:{port}", workers, threads=threads)
     os.execvp(argv[0], argv)
 
 

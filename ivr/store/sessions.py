@@ -8,6 +8,10 @@ so Twilio's retry behind a dead holder is still served inside Twilio's 15 s; `sa
 the lock, so a request that outlived it cannot overwrite the retry that took it over. The
 lock's life covers a few Redis commands (2 s each at most, `runtime.connect_redis`) and one
 argon2 check or one Twilio Verify check (at most 3 s, `twilio_api.CHECK_TIMEOUT`).
+
+Each round trip to Redis is latency the caller hears and CPU the web process spends, so a
+request takes its call in one (`take`: the lock and what the call holds, read together) and
+gives it back in one (`save` writes and releases).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ class LockLost(IvrError):
 
 
 # KEYS: the lock, the call; ARGV: the holder's token, the TTL, then the fields. Returns 0 (and
-# writes nothing) unless the lock still holds that token.
+# writes nothing) unless the lock still holds that token; else writes, and releases the lock.
 _FENCED_SAVE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
@@ -50,16 +54,38 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 if KEYS[3] then
   redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[2])
 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# KEYS: the call. Marks it over only if it exists: nothing is made for a call never held here.
+_MARK_OVER = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'over', 1)
 return 1
 """
 
 
-@dataclass(frozen=True)
+@dataclass
 class CallLock:
-    """A request's hold on its call: the lock's key and the token it was taken with."""
+    """A request's hold on its call: the lock's key and the token it was taken with, and
+    whether it is still held (a successful `save` gives it back)."""
 
     name: str
     token: bytes
+    held: bool = True
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What `take` read under the lock it took: the call, and the raw line signals the
+    worker left for it (`ivr.lookup.LineSignals.parse` reads them)."""
+
+    lock: CallLock
+    stored: Stored | None
+    signals: dict[bytes, bytes]
 
 
 @dataclass(frozen=True)
@@ -75,36 +101,52 @@ class SessionStore:
         self.redis = redis
         self.ttl = ttl
         self._save = redis.register_script(_FENCED_SAVE)
+        self._mark_over = redis.register_script(_MARK_OVER)
 
     @contextmanager
     def locked(self, call_sid: str) -> Iterator[CallLock]:
         """One request of a call at a time, across every web process; give the lock to `save`."""
+        with self.take(call_sid, read=False) as taken:
+            yield taken.lock
+
+    @contextmanager
+    def take(self, call_sid: str, *, read: bool = True) -> Iterator[Taken]:
+        """`locked`, and the call's session and line signals read under that lock, in one
+        round trip when the call is free (the lock first, so the reads count only if it was
+        taken); a busy call is waited for as redis-py's Lock waits, then read."""
         name = keys.call_lock(call_sid)
         lock = self.redis.lock(name, timeout=LOCK_TIMEOUT, blocking_timeout=LOCK_WAIT)
         token = secrets.token_hex(16).encode()
-        if not lock.acquire(token=token):
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(name, token, nx=True, px=LOCK_TIMEOUT * 1000)
+        if read:
+            self._reads(pipe, call_sid)
+        got, *raw = pipe.execute()
+        if got:
+            lock.local.token = token  # taken as `lock.acquire` would have, so it can release
+        elif lock.acquire(token=token):
+            raw = self._reads(self.redis.pipeline(transaction=False), call_sid).execute()
+        else:
             raise TimeoutError("call is busy")
+        held = CallLock(name, token)
         try:
-            yield CallLock(name, token)
+            yield Taken(held, _stored(raw[0]) if raw else None, raw[1] if raw else {})
         finally:
-            try:
-                lock.release()
-            except (LockError, RedisError) as exc:
-                # What was saved stands; the lock expires on its own within LOCK_TIMEOUT.
-                log.warning("call %s: lock not released (%s)", call_sid, type(exc).__name__)
+            if held.held:
+                try:
+                    lock.release()
+                except (LockError, RedisError) as exc:
+                    # Nothing was saved; the lock expires on its own within LOCK_TIMEOUT.
+                    log.warning("call %s: lock not released (%s)", call_sid, type(exc).__name__)
+
+    @staticmethod
+    def _reads(pipe: Pipeline, call_sid: str) -> Pipeline:
+        pipe.hgetall(keys.call(call_sid))
+        pipe.hgetall(keys.line_signals(call_sid))
+        return pipe
 
     def load(self, call_sid: str) -> Stored | None:
-        raw = self.redis.hgetall(keys.call(call_sid))
-        if not raw or b"state" not in raw:
-            return None
-        seq = raw.get(b"reply_seq")
-        reply = raw.get(b"reply")
-        return Stored(
-            CallState.from_json(raw[b"state"]),
-            int(seq) if seq is not None else None,
-            reply.decode() if reply is not None else None,
-            raw.get(b"over") == b"1",
-        )
+        return _stored(self.redis.hgetall(keys.call(call_sid)))
 
     def by_ref(self, ref: str) -> CallState | None:
         """The live call known by the opaque reference `ref`, or None: no such reference, the
@@ -120,20 +162,11 @@ class SessionStore:
     def mark_over(self, call_sid: str) -> bool:
         """Twilio's status callback says the call ended: mark it over (nothing else changes,
         least of all what was proven). Only a call we hold is marked; returns whether it was."""
-        key = keys.call(call_sid)
-
-        def write(pipe: Pipeline) -> bool:
-            if not pipe.exists(key):
-                return False  # never created here, or expired: nothing to mark, nothing made
-            pipe.multi()
-            pipe.hset(key, "over", 1)
-            return True
-
-        return bool(self.redis.transaction(write, key, value_from_callable=True))
+        return bool(self._mark_over(keys=[keys.call(call_sid)]))
 
     def save(self, state: CallState, reply_seq: int, reply: str, lock: CallLock) -> None:
-        """Store `state` with the reply to request `reply_seq`, only while this request still
-        holds the call's `lock` (else LockLost, and nothing is written)."""
+        """Store `state` with the reply to request `reply_seq` and release the call's `lock`,
+        only while this request still holds it (else LockLost, and nothing is written)."""
         fields = ("state", state.to_json(), "reply_seq", reply_seq, "reply", reply)
         # The reference lives exactly as long as the call it names.
         ref = [keys.callref(state.ref)] if state.ref else []
@@ -143,3 +176,17 @@ class SessionStore:
         )
         if not saved:
             raise LockLost(f"call {state.call_sid}: held longer than {LOCK_TIMEOUT} s")
+        lock.held = False
+
+
+def _stored(raw: dict[bytes, bytes]) -> Stored | None:
+    if not raw or b"state" not in raw:
+        return None
+    seq = raw.get(b"reply_seq")
+    reply = raw.get(b"reply")
+    return Stored(
+        CallState.from_json(raw[b"state"]),
+        int(seq) if seq is not None else None,
+        reply.decode() if reply is not None else None,
+        raw.get(b"over") == b"1",
+    )

@@ -122,8 +122,8 @@ def _start(
     call_sid = _call_sid()
     if call_sid is None:
         return _twiml(apology(rt.settings.apology))
-    with rt.sessions.locked(call_sid) as lock:
-        stored = rt.sessions.load(call_sid)
+    with rt.sessions.take(call_sid) as taken:
+        stored, lock = taken.stored, taken.lock
         if stored is not None:
             if stored.reply_seq == START_SEQ and stored.reply is not None:
                 return _twiml(stored.reply)  # Twilio retried the first request
@@ -157,8 +157,8 @@ def _advance(step: str, handle: Callable[[Engine, CallState], list[Action]]) -> 
     seq = request.args.get("seq", type=int)
     if call_sid is None or seq is None:
         return _twiml(apology(rt.settings.apology))
-    with rt.sessions.locked(call_sid) as lock:
-        stored = rt.sessions.load(call_sid)
+    with rt.sessions.take(call_sid) as taken:
+        stored, lock = taken.stored, taken.lock
         if stored is None:
             # Expired or never started here: there is nothing safe to resume.
             return _twiml(apology(rt.settings.apology))
@@ -169,7 +169,7 @@ def _advance(step: str, handle: Callable[[Engine, CallState], list[Action]]) -> 
         if seq != state.seq or step != state.step:
             return _twiml(_reply(rt, engine, state, engine.repeat(state)))
         # What the worker's Lookup found for the number on file of this claim, if anything.
-        LineSignals(rt.redis, rt.settings.session_ttl).fold(state)
+        LineSignals(rt.redis, rt.settings.session_ttl).fold(state, taken.signals)
         actions = handle(engine, state)
         state.seq += 1
         reply = _reply(rt, engine, state, actions)

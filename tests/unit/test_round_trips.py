@@ -65,10 +65,15 @@ def state(account: str | None = ALICE.account) -> CallState:
     return CallState(call_sid=SID, caller="+14155550100", step="pin", account=account)
 
 
-def test_a_fenced_save_is_one_round_trip(redis: Any, sent: Sent) -> None:
+def test_a_request_takes_and_saves_its_call_in_two_round_trips(redis: Any, sent: Sent) -> None:
+    """The lock and the call's reads together; the fenced save releases the lock."""
     store = SessionStore(redis, 600)
-    with store.locked(SID) as lock:
-        assert warm(lambda: store.save(state(), 0, "<Response/>", lock), sent) == 1
+
+    def request() -> None:
+        with store.take(SID) as taken:
+            store.save(state(), 0, "<Response/>", taken.lock)
+
+    assert warm(request, sent) == 2
 
 
 def test_admitting_an_attempt_is_one_round_trip(runtime: Runtime, sent: Sent) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from gunicorn.config import Config
 
-from ivr.processes import WSGI_APP, web_command
+from ivr.processes import WEB_THREADS, WSGI_APP, web_command
 
 
 def effective(argv: list[str]) -> Config:
@@ -36,3 +36,12 @@ def test_request_line_and_headers_are_bounded() -> None:
     assert 0 < cfg.limit_request_line <= 2048
     assert 0 < cfg.limit_request_fields <= 50
     assert 0 < cfg.limit_request_field_size <= 4096
+
+
+def test_an_argon2_check_blocks_only_its_own_thread() -> None:
+    """gthread with threads: argon2-cffi releases the GIL, so the other threads of the same
+    worker answer cheap webhooks while a PIN is checked (a sync worker queued them behind it)."""
+    cfg = effective(web_command("127.0.0.1:8000", 2))
+    assert cfg.worker_class_str == "gthread"
+    assert cfg.threads == WEB_THREADS > 1
+    assert effective(web_command("127.0.0.1:8000", 2, threads=8)).threads == 8

@@ -1,0 +1,332 @@
+"""Web CPU per webhook, by kind, measured in-process against a real redis-server.
+
+    .venv/bin/python bench/webcpu.py [--calls 200] [--repeat 3] [--profile N]
+
+Plays whole signed calls of the default flow (account number, PIN, the card menu, "text me a
+code", a hold while the job runs, the code from the outbox, the status callback) through
+Flask's test client, and times each request with `time.process_time()` around the app alone:
+signing, the caller's side and the jobs (run in this process at each hold, as `rq worker
+--burst` would) are outside the timed region, and the redis-server is another process. So a
+figure is what one web process spends on that webhook, less what gunicorn itself adds (the
+same for any Flask app). CPU time, not wall time: the machine may be busy.
+
+The last table is the same measurement of a minimal Flask app that checks the signature with
+RequestValidator and answers a <Gather> with VoiceResponse: the floor any Twilio webhook in
+Flask pays. PIN and passcode attempts are mostly argon2 (production cost) and are shown apart.
+`--profile N` prints the cProfile of N non-argon2 requests instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis.connection
+from flask import Flask, request
+from rq import Queue, SimpleWorker
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+from ivr.app import create_app
+from ivr.devserver import DEMO_CUSTOMERS, customer_record
+from ivr.flows.schema import AuthenticateStep, IdentifyStep, MenuStep
+from ivr.outbox import Outbox
+from ivr.processes import QUEUE
+from ivr.runtime import Runtime, connect_redis
+from ivr.settings import ENV_NAMES
+from ivr.simulator import CallPlayer, Keys, Reply, WsgiTransport
+from ivr.simulator import Gather as HeardGather
+from ivr.simulator.phone import CODE_IN_TEXT
+from ivr.store.server import RedisServer
+
+TOKEN = "bench-webcpu-auth-token-0123456789"  # noqa: S105 - a throwaway local server
+CODE_KEY = "bench-webcpu-code-key-0123456789"
+BASE_URL = "http://localhost"
+FLOWS_DIR = Path(__file__).resolve().parents[1] / "flows"
+ARGON2 = ("pin attempt", "passcode attempt")
+MINIMAL = "minimal Flask + RequestValidator + VoiceResponse"
+
+
+class CpuTimed:
+    """A transport that adds up the CPU each request costs inside the app, by kind."""
+
+    def __init__(
+        self,
+        inner: WsgiTransport,
+        kind: Callable[[str, Reply], str],
+        profiler: cProfile.Profile | None = None,
+        skip: Callable[[str], bool] = lambda url: False,
+    ) -> None:
+        self.inner, self.kind, self.profiler, self.skip = inner, kind, profiler, skip
+        self.cpu: dict[str, list[float]] = defaultdict(list)
+
+    def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> Reply:
+        profiler = None if self.profiler is None or self.skip(url) else self.profiler
+        started = time.process_time()
+        if profiler is not None:
+            profiler.enable()
+        reply = self.inner.post(url, params, headers)
+        if profiler is not None:
+            profiler.disable()
+        spent = time.process_time() - started
+        self.cpu[self.kind(url, reply)].append(spent)
+        return reply
+
+    def get(self, url: str, headers: dict[str, str]) -> Reply:
+        return self.inner.get(url, headers)
+
+
+def kinds_of(rt: Runtime) -> Callable[[str, Reply], str]:
+    steps: dict[str, str] = {}
+    for step_id, step in rt.flow.steps.items():
+        if isinstance(step, IdentifyStep):
+            steps[step_id] = "identify"
+        elif isinstance(step, MenuStep):
+            steps[step_id] = "menu"
+        elif isinstance(step, AuthenticateStep):
+            steps[step_id] = {"pin": "pin attempt", "passcode": "passcode attempt"}.get(
+                step.method, "code attempt"
+            )
+
+    def kind(url: str, reply: Reply) -> str:
+        path = urlsplit(url).path
+        if path == "/voice":
+            return "initial /voice"
+        if path == "/voice/status":
+            return "status callback"
+        if path.startswith("/voice/poll/"):
+            return "hold poll"
+        if "/voice/poll/" in reply.body:
+            return "code request"  # its answer puts the caller on hold: it queued the job
+        return steps.get(path.removeprefix("/voice/step/"), "other")
+
+    return kind
+
+
+def worker_environment(outbox: Path) -> None:
+    """The jobs read their settings from the environment, as a worker does."""
+    for name in ENV_NAMES.values():
+        os.environ.pop(name, None)
+    os.environ.update(
+        IVR_CODE_KEY=CODE_KEY,
+        IVR_OUTBOX=str(outbox),
+        IVR_SMS_BACKEND="outbox",
+        IVR_EMAIL_BACKEND="outbox",
+        IVR_CALL_BACKEND="outbox",
+    )
+
+
+def play_calls(
+    app: Flask,
+    rt: Runtime,
+    calls: int,
+    outbox: Path,
+    profiler: cProfile.Profile | None = None,
+    transport: type[CpuTimed] = CpuTimed,
+) -> dict[str, list[float]]:
+    """`calls` PIN + SMS step-up calls, one customer each (so no limit is ever reached)."""
+    template = DEMO_CUSTOMERS[0]
+    enrolled = customer_record(template, rt.hasher)  # hashed once, at the production cost
+    pin_steps = {
+        f"/voice/step/{step_id}"
+        for step_id, step in rt.flow.steps.items()
+        if isinstance(step, AuthenticateStep) and step.method in ("pin", "passcode")
+    }
+    timed = transport(
+        WsgiTransport(app), kinds_of(rt), profiler, lambda url: urlsplit(url).path in pin_steps
+    )
+    worker = SimpleWorker([Queue(QUEUE, connection=rt.redis)], connection=rt.redis)
+    box = Outbox(outbox)
+    first = rt.redis.incrby("bench:webcpu:calls", calls) - calls
+    for index in range(first, first + calls):
+        who = replace(template, account=f"4{index:07d}", phone=f"+1415{index:07d}")
+        rt.customers.add(replace(enrolled, account=who.account, phone=who.phone))
+        started = time.time()
+
+        def answer(
+            gather: HeardGather, heard: list[str], who: Any = who, started: float = started
+        ) -> Any:
+            step = urlsplit(gather.action or "").path.rsplit("/", 1)[-1]
+            typed = {"identify": who.account + "#", "choose_method": "1", "pin": who.pin + "#",
+                     "main_menu": "2", "card_check": "1"}.get(step)  # fmt: skip
+            if typed is not None:
+                return Keys(typed)
+            for message in reversed(box.since(started)):
+                found = CODE_IN_TEXT.search(message.body)
+                if found:
+                    return Keys(found.group(1) + "#")
+            raise AssertionError(f"bench script lost at step {step!r}")
+
+        def on_pause(kind: str, line: str) -> None:
+            if kind == "pause":
+                worker.work(burst=True, logging_level="ERROR")
+
+        player = CallPlayer(
+            timed, BASE_URL, TOKEN, from_number=who.phone, pause_scale=0, observer=on_pause
+        )
+        result = player.play(answer)
+        if result.queue != "card-services":
+            raise SystemExit(f"call {index} did not end as scripted:\n{result.transcript()}")
+    return timed.cpu
+
+
+def round_trips(app: Flask, rt: Runtime, calls: int, outbox: Path) -> dict[str, list[float]]:
+    """Redis round trips per request, by kind: one `send_packed_command` is one (a pipeline or
+    a script included). As counts, in the same shape as the CPU figures."""
+    sent = [0]
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        sent[0] += 1
+        original(self, *args, **kwargs)
+
+    class Counted(CpuTimed):
+        def post(self, url: str, params: dict[str, str], headers: dict[str, str]) -> Reply:
+            before = sent[0]
+            reply = self.inner.post(url, params, headers)
+            self.cpu[self.kind(url, reply)].append(sent[0] - before)
+            return reply
+
+    redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        return play_calls(app, rt, calls, outbox, transport=Counted)
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+
+
+def minimal_app() -> Flask:
+    """The floor: a Twilio webhook in Flask that checks the signature and answers a Gather."""
+    app = Flask("minimal")
+    validator = RequestValidator(TOKEN)
+
+    @app.post("/voice/step/<step>")
+    def step(step: str) -> Any:
+        if not validator.validate(
+            request.url, request.form, request.headers.get("X-Twilio-Signature", "")
+        ):
+            return "", 403
+        response = VoiceResponse()
+        gather = Gather(input="dtmf", action=f"/voice/step/{step}?seq=1", method="POST")
+        gather.say("For PIN, press 1. For passcode, press 2.", language="en-US")
+        response.append(gather)
+        response.redirect(f"/voice/step/{step}?seq=1", method="POST")
+        return app.response_class(str(response), mimetype="application/xml")
+
+    return app
+
+
+def play_minimal(requests: int) -> list[float]:
+    transport = CpuTimed(WsgiTransport(minimal_app()), lambda url, reply: MINIMAL)
+    url = f"{BASE_URL}/voice/step/choose_method?seq=0"
+    validator = RequestValidator(TOKEN)
+    for index in range(requests):
+        params = {
+            "CallSid": f"CA{index:032x}",
+            "AccountSid": "AC" + "5e" * 16,
+            "From": "+14155550100",
+            "To": "+15005550001",
+            "CallStatus": "in-progress",
+            "Direction": "inbound",
+            "Digits": "1",
+        }
+        headers = {"X-Twilio-Signature": validator.compute_signature(url, params)}
+        reply = transport.post(url, params, headers)
+        assert reply.status == 200, reply
+    return transport.cpu[MINIMAL]
+
+
+def table(rows: dict[str, list[float]]) -> str:
+    lines = [f"{'kind':<24} {'n':>6} {'median ms':>10} {'mean ms':>9}"]
+    for kind, spent in rows.items():
+        ms = [s * 1000 for s in spent]
+        lines.append(
+            f"{kind:<24} {len(ms):>6} {statistics.median(ms):>10.3f} {statistics.fmean(ms):>9.3f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=200, help="calls per round")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; the best is kept")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the cProfile of N calls' non-argon2 requests and stop",
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ivr-webcpu-") as tmp:
+        outbox = Path(tmp) / "outbox.jsonl"
+        worker_environment(outbox)
+        with RedisServer(Path(tmp) / "redis", persist=False) as server:
+            client = connect_redis(server.url)
+            app = create_app(
+                {"twilio_auth_token": TOKEN, "code_key": CODE_KEY, "flows_dir": FLOWS_DIR,
+                 "outbox": outbox, "public_url": BASE_URL},
+                redis=client,
+            )  # fmt: skip
+            import logging
+
+            logging.getLogger("ivr").setLevel(logging.WARNING)  # the log lines are not the point
+            logging.getLogger("ivr.audit").setLevel(logging.WARNING)
+            rt: Runtime = app.extensions["ivr"]
+            play_calls(app, rt, 5, outbox)  # warm: scripts loaded, flows parsed, imports done
+            if args.profile:
+                profiler = cProfile.Profile()
+                play_calls(app, rt, args.profile, outbox, profiler)
+                stats = pstats.Stats(profiler)
+                stats.sort_stats("cumulative").print_stats(60)
+                stats.sort_stats("tottime").print_stats(30)
+                return 0
+            trips = round_trips(app, rt, 5, outbox)
+            best: dict[str, list[float]] = {}
+            for _ in range(args.repeat):
+                client.flushall()
+                cpu = play_calls(app, rt, args.calls, outbox)
+                for kind, spent in cpu.items():
+                    if kind not in best or statistics.median(spent) < statistics.median(best[kind]):
+                        best[kind] = spent
+            floor = min(
+                (play_minimal(args.calls * 4) for _ in range(args.repeat)), key=statistics.median
+            )
+    cheap = {k: v for k, v in best.items() if k not in ARGON2}
+    print(
+        f"web CPU per webhook, in-process, {args.calls} calls x {args.repeat} rounds (best round)"
+    )
+    print(table(cheap))
+    print()
+    print("Redis round trips per request: " + ", ".join(
+        f"{kind} {statistics.fmean(n):g}" for kind, n in trips.items()))  # fmt: skip
+    print()
+    print("argon2 (production cost) kinds:")
+    print(table({k: v for k, v in best.items() if k in ARGON2}))
+    print()
+    print(table({MINIMAL: floor}))
+    every = [s for spent in cheap.values() for s in spent]
+    print()
+    print(
+        f"non-argon2, all kinds: median {statistics.median(every) * 1000:.3f} ms, "
+        f"mean {statistics.fmean(every) * 1000:.3f} ms; minimal app median "
+        f"{statistics.median(floor) * 1000:.3f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
