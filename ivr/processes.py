@@ -41,6 +41,7 @@ def web_command(bind: str, workers: int, *options: str) -> list[str]:
     return [
         sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
         "--forwarded-allow-ips", "", *_REQUEST_LIMITS,
+        "--config", "python:ivr.gunicorn_conf",  # metrics' multiprocess dir, JSON logs
         *_no_control_socket(), *options, WSGI_APP,
     ]  # fmt: skip
 

@@ -196,6 +196,16 @@ class Settings(BaseSettings):
         default=(), validation_alias=_env("IVR_AGENT_FRAME_ANCESTORS")
     )
 
+    # Operations (issue 9, health and metrics): /metrics answers only a request bearing this
+    # token (`Authorization: Bearer ...`), and is not served at all while it is unset; log lines
+    # are text, or one JSON object each (ivr.logging_setup).
+    metrics_token: str | None = Field(
+        default=None, min_length=16, validation_alias=_env("IVR_METRICS_TOKEN")
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", validation_alias=_env("IVR_LOG_FORMAT")
+    )
+
     @field_validator("public_url")
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
@@ -263,6 +273,7 @@ ENV_NAMES = {
 SECRET_VARIABLES = frozenset(
     {"TWILIO_AUTH_TOKEN", "IVR_PEPPER", "IVR_CODE_KEY", "IVR_API_TOKEN", "IVR_SMTP_URL"}
 )
+SECRET_VARIABLES |= {"IVR_METRICS_TOKEN"}  # operations (issue 9)
 
 
 def load_settings(**overrides: object) -> Settings:
