@@ -50,6 +50,13 @@ def create_app(
 
         app.register_blueprint(dev_phone.bp)
     logging.getLogger("ivr").setLevel(logging.INFO)
+    # Operations (issue 9): probes and metrics in front of the host check, request timing, logs.
+    from ivr import logging_setup, metrics
+    from ivr.web import health
+
+    health.install(app)
+    metrics.time_requests(app)
+    logging_setup.configure(settings.log_format)
     return app
 
 

@@ -194,7 +194,11 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
             connect_redis(redis_url), settings.flows_dir / f"{settings.flow}.yaml", say
         )
         watcher.publish()
-        web_env = {**env, "IVR_DEV_PHONE": "1"}  # the browser phone, for this web process only
+        # The web's metrics histogram, summed over its gunicorn workers (ivr.gunicorn_conf).
+        metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(
+            (data_dir / "metrics").resolve()
+        )
+        web_env = {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir, "IVR_DEV_PHONE": "1"}
         web = Child("web", web_command(f"{host}:{port}", 2, "--access-logfile", "-"), web_env)
         children.append(web)
         children.append(Child("worker", worker_command(redis_url), env))

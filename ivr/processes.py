@@ -51,6 +51,7 @@ def web_command(bind: str, workers: int, *options: str, threads: int = WEB_THREA
         sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers),
         "--worker-class", WORKER_CLASS, "--threads", str(threads),
         "--forwarded-allow-ips", "", *_REQUEST_LIMITS,
+        "--config", "python:ivr.gunicorn_conf",  # metrics' multiprocess dir, JSON logs
         *_no_control_socket(), *options, WSGI_APP,
     ]  # fmt: skip
 

@@ -199,6 +199,15 @@ class Settings(BaseSettings):
     # The browser phone (ivr.web.dev_phone, /dev/phone): only `ivr dev` turns it on, for its
     # own web process; anywhere else the page and its API are not served at all (404).
     dev_phone: bool = Field(default=False, validation_alias=_env("IVR_DEV_PHONE"))
+    # Operations (issue 9, health and metrics): /metrics answers only a request bearing this
+    # token (`Authorization: Bearer ...`), and is not served at all while it is unset; log lines
+    # are text, or one JSON object each (ivr.logging_setup).
+    metrics_token: str | None = Field(
+        default=None, min_length=16, validation_alias=_env("IVR_METRICS_TOKEN")
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", validation_alias=_env("IVR_LOG_FORMAT")
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -267,6 +276,7 @@ ENV_NAMES = {
 SECRET_VARIABLES = frozenset(
     {"TWILIO_AUTH_TOKEN", "IVR_PEPPER", "IVR_CODE_KEY", "IVR_API_TOKEN", "IVR_SMTP_URL"}
 )
+SECRET_VARIABLES |= {"IVR_METRICS_TOKEN"}  # operations (issue 9)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -7,6 +7,7 @@ handling and what every command shares; each command module registers itself on 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,17 @@ class _Group(click.Group):
 @click.version_option(package_name="secure-ivr")
 def cli() -> None:
     """secure-ivr: callers prove who they are before any agent picks up."""
+    _log_lines()
+
+
+def _log_lines() -> None:
+    """JSON log lines for every command (the worker's included) when IVR_LOG_FORMAT=json; a bad
+    setting is the command's to report."""
+    from ivr.errors import SettingsError
+    from ivr.logging_setup import configure
+
+    with contextlib.suppress(SettingsError):
+        configure(_settings().log_format)
 
 
 def _settings(**overrides: Any) -> Any:

@@ -20,7 +20,7 @@ from redis import Redis
 
 from ivr.auth.claims import UNMATCHED_PREFIX
 from ivr.flows.engine import CallState
-from ivr.store import keys
+from ivr.store import event_counts, keys
 
 MAX_EVENTS = 100_000
 FIELDS = frozenset(
@@ -103,7 +103,10 @@ class AuditLog:
             raise ValueError(f"audit fields not allowed: {sorted(unknown)}")
         entry = {"event": event, "at": f"{time.time():.3f}"}
         entry.update({k: v for k, v in fields.items() if v is not None})
-        self.redis.xadd(keys.AUDIT, entry, maxlen=MAX_EVENTS, approximate=True)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(keys.AUDIT, entry, maxlen=MAX_EVENTS, approximate=True)
+        event_counts.count(pipe, entry)  # the metrics' counters: one round trip for both
+        pipe.execute()
         log.info(log_line(entry))
 
     def attempt(

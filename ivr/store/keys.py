@@ -110,3 +110,7 @@ def flow_live(name: str) -> str:
 def flow_versions(name: str) -> str:
     """Every version of flow `name` ever published: hash -> epoch s of its first publish."""
     return f"{PREFIX}:flow:{name}:versions"
+
+
+#: Operational counters derived from audit events (ivr.store.event_counts): field -> count.
+EVENT_COUNTS = f"{PREFIX}:metrics:events"

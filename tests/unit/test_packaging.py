@@ -16,6 +16,7 @@ DISTRIBUTION = {
     "pydantic_settings": "pydantic-settings",
     "werkzeug": "flask",  # Flask's own dependency, part of its API
     "requests": "twilio",  # the twilio client's HTTP layer, whose errors we classify
+    "prometheus_client": "prometheus-client",
 }
 
 
