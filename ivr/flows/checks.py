@@ -18,6 +18,7 @@ Twilio's limits, and that what a prompt asks for is what the step's `<Gather>` a
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ from ivr.flows.schema import (
     MenuStep,
     Queue,
     SayStep,
+    Step,
 )
 
 _State = tuple[str, "_Knowledge"]
@@ -129,7 +131,7 @@ class _Checker:
         refs.append((("authentication", "failure_route"), self.flow.authentication.failure_route))
         for step_id in self.flow.steps:
             for field, target in self.targets[step_id]:
-                if field != "authentication.failure_route":
+                if field != "authentication.failure_route" and target not in self.flow.steps:
                     refs.append((self._field_path(step_id, field), target))
         for path, target in refs:
             if target not in self.flow.steps:
@@ -140,8 +142,8 @@ class _Checker:
     def _prompts(self) -> None:
         allowed = ", ".join(f"{{{f}}}" for f in sorted(ALLOWED_FIELDS))
         for step_id, step in self.flow.steps.items():
-            for field in PROMPT_FIELDS:
-                text = getattr(step, field, None)
+            for field in _prompt_fields(type(step)):
+                text = getattr(step, field)
                 if not text:
                     continue
                 path = ("steps", step_id, field)
@@ -460,6 +462,12 @@ _NAMES = {
 }
 
 
+@functools.cache
+def _prompt_fields(kind: type[Step]) -> tuple[str, ...]:
+    """The prompt fields a kind of step has (asking a pydantic model for one it lacks is slow)."""
+    return tuple(f for f in PROMPT_FIELDS if f in kind.model_fields)
+
+
 def _mentions_key(text: str, key: str) -> bool:
     written = key in text if key in "*#" else re.search(rf"(?<!\d){key}(?!\d)", text)
     spoken = "|".join(_SPOKEN_KEYS[key])
@@ -597,7 +605,8 @@ class _Measure:
             options.append((*said, (end, None)))
         else:
             assert isinstance(step, GatherOptions)
-            asked = "answer_prompt" if getattr(step, "method", "") == "callback" else "prompt"
+            callback = isinstance(step, AuthenticateStep) and step.method == "callback"
+            asked = "answer_prompt" if callback else "prompt"
             options.append(((self._ask(step_id, step), (*here, asked)),))
         if isinstance(step, AuthenticateStep):
             options.append(self._rest(step, hops))  # proved already: passed, never asked
