@@ -199,8 +199,9 @@ def _compose(
     loader_class: type[_Bounded] | None = None,
 ) -> tuple[Any, Marks]:
     loader_class = loader_class or LOADER
-    loader = loader_class(text)
+    loader: _Bounded | None = None
     try:
+        loader = loader_class(text)  # PyYAML's reader refuses a control character right here
         node = loader.get_single_node()
         if node is None:
             raise FlowDefinitionError([Problem(filename, 1, 1, "", "file is empty", start_hint)])
@@ -225,7 +226,7 @@ def _compose(
         # A character YAML refuses (NUL, other control characters): unmarked, so locate it here.
         # libyaml counts the position in bytes of UTF-8, PyYAML in characters.
         at = exc.position
-        if isinstance(loader, yaml.CSafeLoader):
+        if issubclass(loader_class, yaml.CSafeLoader):
             at = len(text.encode("utf-8")[:at].decode("utf-8", errors="ignore"))
         before = text[:at]
         line, col = before.count("\n") + 1, at - (before.rfind("\n") + 1) + 1
@@ -243,7 +244,8 @@ def _compose(
             [Problem(filename, None, None, "", f"invalid YAML: {exc}")]
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if problems:
         raise FlowDefinitionError(problems)
     return data, marks
