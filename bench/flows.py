@@ -153,7 +153,7 @@ def _intent(n: int, dept: int) -> tuple[str, int]:
 
 
 def generate(steps: int) -> str:
-    """A flow of about `steps` steps (never fewer) that passes every check cleanly."""
+    """A flow of about `steps` steps that passes every check cleanly."""
     queues = "queues:\n" + "".join(
         f"  dept{d}:\n    requires: one_factor\n    roles: [agent]\n"
         f"  secure{d}:\n    requires: two_factor\n    roles: [specialist]\n"
