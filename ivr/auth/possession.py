@@ -145,6 +145,7 @@ class Possession:
             state.failures,
             step,
             dict(state.proven_at),
+            state.flow_version,
         )
         self.codes.open_delivery(
             state.call_sid,

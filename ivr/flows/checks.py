@@ -18,10 +18,10 @@ Twilio's limits, and that what a prompt asks for is what the step's `<Gather>` a
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import cast
 from xml.etree import ElementTree
 
 from ivr.assurance import Assurance, Factor, factor_of
@@ -32,13 +32,11 @@ from ivr.flows.engine import (
     MAX_HOPS,
     Action,
     Ask,
-    CallState,
-    Engine,
     Enqueue,
     Hangup,
     Hold,
-    Ports,
     Say,
+    ask,
 )
 from ivr.flows.loader import Marks, dotted
 from ivr.flows.prompts import ALLOWED_FIELDS, fill, placeholders, unbalanced
@@ -56,6 +54,7 @@ from ivr.flows.schema import (
     MenuStep,
     Queue,
     SayStep,
+    Step,
 )
 
 _State = tuple[str, "_Knowledge"]
@@ -87,6 +86,8 @@ class _Checker:
         self.marks = marks
         self.filename = filename
         self.problems: list[Problem] = []
+        self.targets = {step_id: flow.targets(step_id) for step_id in flow.steps}
+        self._from_start: _Seen | None = None
 
     def run(self) -> None:
         self._targets_exist()
@@ -129,8 +130,8 @@ class _Checker:
         refs: list[tuple[tuple[str | int, ...], str]] = [(("start",), self.flow.start)]
         refs.append((("authentication", "failure_route"), self.flow.authentication.failure_route))
         for step_id in self.flow.steps:
-            for field, target in self.flow.targets(step_id):
-                if field != "authentication.failure_route":
+            for field, target in self.targets[step_id]:
+                if field != "authentication.failure_route" and target not in self.flow.steps:
                     refs.append((self._field_path(step_id, field), target))
         for path, target in refs:
             if target not in self.flow.steps:
@@ -141,8 +142,8 @@ class _Checker:
     def _prompts(self) -> None:
         allowed = ", ".join(f"{{{f}}}" for f in sorted(ALLOWED_FIELDS))
         for step_id, step in self.flow.steps.items():
-            for field in PROMPT_FIELDS:
-                text = getattr(step, field, None)
+            for field in _prompt_fields(type(step)):
+                text = getattr(step, field)
                 if not text:
                     continue
                 path = ("steps", step_id, field)
@@ -200,7 +201,7 @@ class _Checker:
             step = self.flow.steps[step_id]
             if isinstance(step, EnqueueStep | HangupStep):
                 continue
-            for field, target in self.flow.targets(step_id):
+            for field, target in self.targets[step_id]:
                 after = know
                 if field == "next" and isinstance(step, IdentifyStep):
                     after = _Knowledge(identified=True)  # a new claim drops proofs of the old one
@@ -224,8 +225,13 @@ class _Checker:
             link = seen[parent]
         return text
 
+    def _walk_from_start(self) -> _Seen:
+        if self._from_start is None:
+            self._from_start = self._walk(self.flow.start, _Knowledge())
+        return self._from_start
+
     def _door(self) -> None:
-        seen = self._walk(self.flow.start, _Knowledge())
+        seen = self._walk_from_start()
         reported: set[str] = set()
         possession: dict[str, set[str]] = {}
         for state in seen:
@@ -327,7 +333,7 @@ class _Checker:
             ends.update(visited)
 
     def _unreachable(self) -> None:
-        reachable = {step_id for step_id, _ in self._walk(self.flow.start, _Knowledge())}
+        reachable = {step_id for step_id, _ in self._walk_from_start()}
         for step_id in self.flow.steps:
             if step_id not in reachable:
                 self._add(
@@ -456,6 +462,12 @@ _NAMES = {
 }
 
 
+@functools.cache
+def _prompt_fields(kind: type[Step]) -> tuple[str, ...]:
+    """The prompt fields a kind of step has (asking a pydantic model for one it lacks is slow)."""
+    return tuple(f for f in PROMPT_FIELDS if f in kind.model_fields)
+
+
 def _mentions_key(text: str, key: str) -> bool:
     written = key in text if key in "*#" else re.search(rf"(?<!\d){key}(?!\d)", text)
     spoken = "|".join(_SPOKEN_KEYS[key])
@@ -482,7 +494,6 @@ class _Measure:
 
     def __init__(self, flow: Flow) -> None:
         self.flow = flow
-        self.engine = Engine(flow, cast(Ports, None))  # `_ask` reaches no port
         self._worst: dict[tuple[str, int], tuple[int, tuple[_Part, ...]]] = {}
         self._asks: dict[str, Ask] = {}
 
@@ -495,6 +506,8 @@ class _Measure:
             _, parts = self._walk(step_id, MAX_HOPS)
             if lead:
                 parts = ((Say(lead), lead_path), *parts)
+            if most_bytes([a for a, _ in parts], self.flow) <= MAX_TWIML_BYTES:
+                continue  # certainly within the limit: no need to render it
             size = len(render([a for a, _ in parts], self.flow, _action_url).encode("utf-8"))
             if size <= MAX_TWIML_BYTES:
                 continue
@@ -512,13 +525,16 @@ class _Measure:
             )
 
     def _hints(self, checker: _Checker, step_id: str, step: MenuStep) -> None:
-        document = render([self._ask(step_id, step)], self.flow, _action_url)
-        gather = ElementTree.fromstring(document).find("Gather")  # noqa: S314 (ours, no DTD)
-        entries = (gather.get("hints") or "").split(",") if gather is not None else []
-        if len(entries) > MAX_HINTS:
+        question = self._ask(step_id, step)
+        entries = len(question.hints) + sum(h.count(",") for h in question.hints)
+        if entries > MAX_HINTS:  # as many as Twilio reads in the rendered `hints`:
+            document = render([question], self.flow, _action_url)
+            gather = ElementTree.fromstring(document).find("Gather")  # noqa: S314 (ours, no DTD)
+            entries = len((gather.get("hints") or "").split(",")) if gather is not None else 0
+        if entries > MAX_HINTS:
             checker._add(
                 ("steps", step_id, "choices"),
-                f"the choices' words make {len(entries)} speech hints; Twilio takes at most "
+                f"the choices' words make {entries} speech hints; Twilio takes at most "
                 f"{MAX_HINTS} (warning 13330)",
                 "keep a few words per choice: what callers really say",
                 severity="warning",
@@ -544,8 +560,7 @@ class _Measure:
 
     def _ask(self, step_id: str, step: GatherOptions) -> Ask:
         if step_id not in self._asks:
-            state = CallState(call_sid="check", caller="", step=step_id)
-            self._asks[step_id] = self.engine._ask(state, step_id, step)
+            self._asks[step_id] = ask(self.flow, step_id, step)
         return self._asks[step_id]
 
     def _leads(self) -> dict[str, tuple[str, tuple[str | int, ...] | None]]:
@@ -590,7 +605,8 @@ class _Measure:
             options.append((*said, (end, None)))
         else:
             assert isinstance(step, GatherOptions)
-            asked = "answer_prompt" if getattr(step, "method", "") == "callback" else "prompt"
+            callback = isinstance(step, AuthenticateStep) and step.method == "callback"
+            asked = "answer_prompt" if callback else "prompt"
             options.append(((self._ask(step_id, step), (*here, asked)),))
         if isinstance(step, AuthenticateStep):
             options.append(self._rest(step, hops))  # proved already: passed, never asked
@@ -611,6 +627,21 @@ class _Measure:
 
     def _fill(self, text: str) -> str:
         return fill(text, {"attempts_left": self.flow.authentication.max_failures})
+
+
+_MARKUP_BYTES = 1024  # a verb's tags and attributes, its action URLs, a step or queue name
+
+
+def most_bytes(actions: list[Action], flow: Flow) -> int:
+    """At least the size of `render(actions)`: each character of the flow's text takes at most
+    6 bytes once escaped (`&quot;`; UTF-8 takes 4), the rest of a verb is bounded. Rendering
+    every step of a large flow would cost more than all the other checks together."""
+    said = len(flow.language) + len(flow.voice or "")
+    chars = 0
+    for action in actions:
+        hints = sum(len(h) + 2 for h in action.hints) if isinstance(action, Ask) else 0
+        chars += len(_spoken(action)) + hints + 2 * said
+    return _MARKUP_BYTES * (len(actions) + 1) + 6 * chars
 
 
 def _spoken(action: Action) -> str:

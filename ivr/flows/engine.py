@@ -459,22 +459,32 @@ class Engine:
         return actions
 
     def _ask(self, state: CallState, step_id: str, step: GatherOptions) -> Ask:
-        prompt = self._text(state, step.prompt)
-        if isinstance(step, MenuStep):
-            hints = tuple(w for c in step.choices for w in c.words)
-            return Ask(
-                step_id, step.input, prompt, None, 1, step.timeout, "speech" in step.input, hints
-            )
-        if isinstance(step, AuthenticateStep) and step.method == "passcode":
-            return Ask(step_id, "speech", prompt, None, None, step.timeout, True)
-        if isinstance(step, AuthenticateStep) and step.method == "callback":
-            answer = self._text(state, step.answer_prompt)
-            return Ask(step_id, "dtmf", answer, None, 1, step.timeout)
-        return Ask(step_id, "dtmf", prompt, "#", None, step.timeout)
+        return ask(self.flow, step_id, step, state.failures)
 
     def _text(self, state: CallState, template: str) -> str:
-        left = max(self.flow.authentication.max_failures - state.failures, 0)
-        return fill(template, {"attempts_left": left})
+        return _fill(self.flow, template, state.failures)
+
+
+def ask(flow: Flow, step_id: str, step: GatherOptions, failures: int = 0) -> Ask:
+    """The question the engine asks at a listening step, to a caller with `failures` failed
+    attempts in the call: the one `ivr flows check` holds to Twilio's limits."""
+    prompt = _fill(flow, step.prompt, failures)
+    if isinstance(step, MenuStep):
+        hints = tuple(w for c in step.choices for w in c.words)
+        return Ask(
+            step_id, step.input, prompt, None, 1, step.timeout, "speech" in step.input, hints
+        )
+    if isinstance(step, AuthenticateStep) and step.method == "passcode":
+        return Ask(step_id, "speech", prompt, None, None, step.timeout, True)
+    if isinstance(step, AuthenticateStep) and step.method == "callback":
+        answer = _fill(flow, step.answer_prompt, failures)
+        return Ask(step_id, "dtmf", answer, None, 1, step.timeout)
+    return Ask(step_id, "dtmf", prompt, "#", None, step.timeout)
+
+
+def _fill(flow: Flow, template: str, failures: int) -> str:
+    left = max(flow.authentication.max_failures - failures, 0)
+    return fill(template, {"attempts_left": left})
 
 
 def _step_up_doors(flow: Flow) -> dict[str, tuple[str, EnqueueStep]]:

@@ -12,11 +12,15 @@ document), a size, a nesting depth and a count of values far above any real flow
 from __future__ import annotations
 
 import difflib
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from yaml.composer import Composer
 
 from ivr.errors import FlowDefinitionError, Problem
 from ivr.flows.schema import STEP_KINDS, Flow
@@ -24,9 +28,14 @@ from ivr.flows.schema import STEP_KINDS, Flow
 _STEP_REFS = {"start", "next", "on_exhausted", "on_failure", "on_unavailable", "failure_route"}
 _PLAIN_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 Marks = dict[tuple[str | int, ...], tuple[int, int]]
-MAX_FLOW_BYTES = 512 * 1024
-MAX_FLOW_DEPTH = 32  # the shipped flow nests 6 deep
-MAX_FLOW_NODES = 20_000  # the shipped flow has about 320 values
+# The bounds on one flow file, far above any real flow and low enough that a hostile file costs
+# a few seconds at most. The shipped flow: 15 steps, 6 KB, 320 values, nested 6 deep; so a flow
+# of 20,000 steps written like it fits both MAX_FLOW_BYTES and MAX_FLOW_NODES (README, "Call
+# flows": the size limit).
+MAX_FLOW_BYTES = 8 * 1024 * 1024
+MAX_FLOW_DEPTH = 32
+MAX_FLOW_NODES = 500_000
+_STEPS_ADMITTED = "20,000"
 _NO_ALIASES = (
     "a flow never needs anchors or aliases: write the value out in full, "
     "or send several steps to one step with `next:`"
@@ -67,7 +76,10 @@ def _too_large(filename: str) -> Problem:
         None,
         "",
         f"file is larger than {MAX_FLOW_BYTES} bytes",
-        "a flow is a few kilobytes; is this the right file?",
+        f"the limit of a flow file (MAX_FLOW_BYTES, {MAX_FLOW_BYTES // 1024 // 1024} MiB) admits "
+        f"{_STEPS_ADMITTED} steps written like flows/default.yaml; is this the right file? If "
+        "it is, remove long comments and steps no call reaches, or raise MAX_FLOW_BYTES in "
+        "ivr/flows/loader.py",
     )
 
 
@@ -80,6 +92,25 @@ def parse_flow_with_marks(text: str, filename: str = "<flow>") -> tuple[Flow, Ma
     """The flow, plus where each of its values was written (for the graph checks' messages)."""
     if len(text.encode("utf-8")) > MAX_FLOW_BYTES:
         raise FlowDefinitionError([_too_large(filename)])
+    with gc_paused():
+        return _parse(text, filename)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Without the cyclic garbage collector for a while. Composing and validating a large flow
+    makes hundreds of thousands of objects, and no cycle among them; the collector would walk
+    them over and over as they pile up (more than half the time of a 10,000-step flow)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse(text: str, filename: str) -> tuple[Flow, Marks]:
     data, marks = _compose(text, filename)
     if not isinstance(data, dict):
         line, col = marks.get((), (1, 1))
@@ -99,14 +130,15 @@ class _Refused(yaml.MarkedYAMLError):
         self.hint = hint
 
 
-class _BoundedLoader(yaml.SafeLoader):
+class _Bounded(Composer):
     """Refuses anchors, aliases, deep nesting and too many values while composing, before any
-    of them can cost more than the bound (PyYAML's composer is recursive and follows aliases)."""
+    of them can cost more than the bound (PyYAML's composer is recursive and follows aliases).
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._nodes = 0
+    The composer is PyYAML's own, in Python, over the parser's events, whichever parser makes
+    them: that is where each refusal is decided, with the event's mark."""
+
+    _depth = 0
+    _nodes = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         event = self.peek_event()
@@ -123,7 +155,9 @@ class _BoundedLoader(yaml.SafeLoader):
             raise _Refused(
                 event.start_mark,
                 f"more than {MAX_FLOW_NODES} values in one flow",
-                "remove what is not part of the call flow",
+                f"the limit (MAX_FLOW_NODES) admits {_STEPS_ADMITTED} steps written like "
+                "flows/default.yaml; remove what is not part of the call flow, or raise "
+                "MAX_FLOW_NODES in ivr/flows/loader.py",
             )
         if not isinstance(event, yaml.CollectionStartEvent):
             return super().compose_node(parent, index)
@@ -140,9 +174,40 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def _compose(text: str, filename: str, start_hint: str = "start with `name:`") -> tuple[Any, Marks]:
+class _PythonLoader(_Bounded, yaml.SafeLoader):
+    """Scanned and parsed in Python: the fallback when PyYAML was built without libyaml."""
+
+
+_LOADERS: list[type[_Bounded]] = [_PythonLoader]
+if yaml.__with_libyaml__:
+
+    class _LibyamlLoader(_Bounded, yaml.CSafeLoader):
+        """Scanned and parsed by libyaml (C, about ten times faster), composed as above."""
+
+        def __init__(self, stream: str) -> None:
+            yaml.CSafeLoader.__init__(self, stream)
+            Composer.__init__(self)
+
+    _LOADERS.insert(0, _LibyamlLoader)
+LOADER = _LOADERS[0]  # libyaml's whenever PyYAML has it
+
+
+def _compose(
+    text: str,
+    filename: str,
+    start_hint: str = "start with `name:`",
+    loader_class: type[_Bounded] | None = None,
+) -> tuple[Any, Marks]:
+    loader_class = loader_class or LOADER
+    loader: _Bounded | None = None
     try:
-        node = yaml.compose(text, Loader=_BoundedLoader)
+        loader = loader_class(text)  # PyYAML's reader refuses a control character right here
+        node = loader.get_single_node()
+        if node is None:
+            raise FlowDefinitionError([Problem(filename, 1, 1, "", "file is empty", start_hint)])
+        marks: Marks = {}
+        problems: list[Problem] = []
+        data = _plain(node, (), marks, problems, filename, loader)
     except _Refused as exc:
         mark = exc.problem_mark
         line, col = mark.line + 1, mark.column + 1
@@ -150,11 +215,21 @@ def _compose(text: str, filename: str, start_hint: str = "start with `name:`") -
             [Problem(filename, line, col, "", exc.problem or "", exc.hint)]
         ) from None
     except yaml.MarkedYAMLError as exc:
+        if (
+            exc.problem == _LIBYAML_TOO_DEEP
+            and exc.problem_mark
+            and loader_class is not _PythonLoader
+        ):
+            _refuse_nesting(text, exc.problem_mark, filename)
         raise FlowDefinitionError([_syntax_problem(exc, text, filename)]) from None
     except yaml.reader.ReaderError as exc:
         # A character YAML refuses (NUL, other control characters): unmarked, so locate it here.
-        before = text[: exc.position]
-        line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        # libyaml counts the position in bytes of UTF-8, PyYAML in characters.
+        at = exc.position
+        if issubclass(loader_class, yaml.CSafeLoader):
+            at = len(text.encode("utf-8")[:at].decode("utf-8", errors="ignore"))
+        before = text[:at]
+        line, col = before.count("\n") + 1, at - (before.rfind("\n") + 1) + 1
         problem = Problem(
             filename,
             line,
@@ -168,14 +243,22 @@ def _compose(text: str, filename: str, start_hint: str = "start with `name:`") -
         raise FlowDefinitionError(
             [Problem(filename, None, None, "", f"invalid YAML: {exc}")]
         ) from None
-    if node is None:
-        raise FlowDefinitionError([Problem(filename, 1, 1, "", "file is empty", start_hint)])
-    marks: Marks = {}
-    problems: list[Problem] = []
-    data = _plain(node, (), marks, problems, filename)
+    finally:
+        if loader is not None:
+            loader.dispose()
     if problems:
         raise FlowDefinitionError(problems)
     return data, marks
+
+
+_LIBYAML_TOO_DEEP = "exceeded maximum nesting depth"
+
+
+def _refuse_nesting(text: str, mark: yaml.Mark, filename: str) -> None:
+    """libyaml refuses nesting over 1000 levels while scanning ahead, before any event reaches
+    `_Bounded`: compose the text up to there in Python, which refuses at MAX_FLOW_DEPTH, where
+    it is written. Only a file nested that deep pays for it."""
+    _compose(text[: mark.index + 1], filename, loader_class=_PythonLoader)
 
 
 _OPENERS = {"while parsing a flow sequence": "[", "while parsing a flow mapping": "{"}
@@ -201,17 +284,23 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, text: str, filename: str) -> Prob
         quote = text.splitlines()[start.line][start.column : start.column + 1] or '"'
         mark, problem = start, f"this quote `{quote}` is never closed{gave_up}"
         hint = f"end the text with `{quote}`, or leave the quotes out"
-    elif "'\\t'" in problem and end is not None:
+    elif end is not None and _char_at(text, end) == "\t":
         before = text.splitlines()[end.line][: end.column]
         if before.strip():
             problem, hint = "a tab where YAML allows only spaces", "replace the tab with a space"
         else:
             problem = "a tab in the indentation: YAML indents with spaces only"
             hint = "indent with spaces, two per level as in the rest of the file"
-    elif problem == "mapping values are not allowed here":
+    elif problem.startswith("mapping values are not allowed"):
         hint = "a `: ` inside text starts a new key: put the whole text in quotes"
     line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
     return Problem(filename, line, col, "", f"invalid YAML: {problem}", hint)
+
+
+def _char_at(text: str, mark: yaml.Mark) -> str:
+    lines = text.splitlines()
+    line = lines[mark.line] if mark.line < len(lines) else ""
+    return line[mark.column : mark.column + 1]
 
 
 def _plain(
@@ -220,6 +309,7 @@ def _plain(
     marks: Marks,
     problems: list[Problem],
     filename: str,
+    constructor: yaml.constructor.SafeConstructor,
 ) -> Any:
     """Turn a node into plain data, rejecting what a flow never needs (tags, anchors' merges)."""
     marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
@@ -246,17 +336,17 @@ def _plain(
                     "each key may appear once; merge the two entries",
                 )
                 continue
-            out[key] = _plain(value_node, (*path, key), marks, problems, filename)
+            out[key] = _plain(value_node, (*path, key), marks, problems, filename, constructor)
             # the key's position, not the value's: that is where an admin looks for the line
             marks[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _plain(child, (*path, i), marks, problems, filename)
+            _plain(child, (*path, i), marks, problems, filename, constructor)
             for i, child in enumerate(node.value)
         ]
     try:
-        return _scalar(node)
+        return constructor.construct_object(node, deep=True)
     except yaml.MarkedYAMLError as exc:
         _add(problems, filename, node, path, f"bad value: {exc.problem}", "write plain text")
     except ValueError:  # e.g. a 5000-digit number, or 2001-13-45 read as a date
@@ -265,14 +355,6 @@ def _plain(
         kind = node.tag.rsplit(":", 1)[-1]
         _add(problems, filename, node, path, f"`{shown}` is not a valid {kind}", "quote it")
     return None
-
-
-def _scalar(node: yaml.Node) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    finally:
-        loader.dispose()
 
 
 def _add(

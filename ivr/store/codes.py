@@ -45,6 +45,7 @@ class CallbackRef:
     failures: int
     step: str  # the callback step, where the call back is answered
     proven_at: dict[str, float] = field(default_factory=dict)  # when each of `proofs` was made
+    flow_version: str = ""  # the version the asking call started on: the call back's too
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,7 @@ def callback() -> Response:
             failures=ref.failures,
             called_back=ref.account,
             proven_at=dict(ref.proven_at),
+            flow_version=ref.flow_version,
         )
 
     return _start(inherit, lambda engine, state: engine.answer_callback(state))
@@ -134,7 +135,9 @@ def _start(
         state = new_state(call_sid, engine)
         if state is None:
             return _twiml(apology(rt.settings.apology))
-        state.flow_version = version
+        if state.flow_version:  # a call back goes on with the version its call started on
+            engine = rt.pinned(state)
+        state.flow_version = state.flow_version or version
         # A call back is our own outbound call: it carries no PASSporT, so "absent" too.
         state.ref, state.signals = _ref(), attestation(_params().get("StirVerstat"))
         how = ["callback"] if state.called_back else []

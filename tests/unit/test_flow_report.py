@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from ivr.cli import cli
+from ivr.flows.loader import MAX_FLOW_BYTES
 from ivr.flows.report import flows_check
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +126,7 @@ class TestJson:
 
     def test_a_problem_with_no_line_has_null(self, tmp_path: Path) -> None:
         path = tmp_path / "huge.yaml"
-        path.write_text("name: x\n" + "#" * 600_000)
+        path.write_text("name: x\n" + "#" * MAX_FLOW_BYTES)
         result = run("--format", "json", path)
         assert result.exit_code == 1
         (problem,) = json.loads(result.stdout)["files"][0]["problems"]
