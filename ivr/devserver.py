@@ -9,8 +9,8 @@ stops everything.
 One stack per data directory: `ivr dev` holds an flock on `dev.lock` for its whole life, so a
 second one is refused with the first one's address, and a `dev.json` whose lock is free was left
 by a stack that was killed, and is ignored and cleaned. Ctrl-C, SIGTERM, a closed terminal
-(SIGHUP) or an error stop every process it started; on Linux its children also get SIGTERM from
-the kernel if `ivr dev` itself is killed outright (ivr.processes.die_with_parent).
+(SIGHUP) or an error stop every process it started; if `ivr dev` itself is killed outright, its
+guardian process does (ivr/devguard.py).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from redis.exceptions import RedisError
 
 from ivr.auth.knowledge import SecretHasher, enrol
 from ivr.errors import IvrError
-from ivr.processes import die_with_parent, web_command, worker_command
+from ivr.processes import web_command, worker_command
 from ivr.settings import Settings
 from ivr.store.customers import Customer, RedisCustomerDirectory
 from ivr.store.server import RedisServer, find_free_port
@@ -342,6 +342,7 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
     if not lock.acquire():
         raise IvrError(_refusal(data_dir, DevLock.holder(data_dir) or 0))
     say = _survives_hangup(say)
+    guardian = Guardian()
     redis_server: RedisServer | None = None
     children: list[Child] = []
     try:
@@ -350,10 +351,9 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
         redis_url = settings.redis_url
         # REDIS_URL exported from `ivr dev env` names this stack's own redis-server
         if not redis_url or redis_url == _local_redis_url(_saved_redis_port(data_dir)):
-            redis_server = RedisServer(
-                data_dir / "redis", _redis_port(data_dir), die_with_parent=True
-            )
+            redis_server = RedisServer(data_dir / "redis", _redis_port(data_dir))
             redis_url = redis_server.start()
+            guardian.watch(redis_server.pid, last=True)
             say(f"redis-server started on {redis_url} (data in {data_dir / 'redis'})")
         token = settings.twilio_auth_token or dev_secret(data_dir, "auth-token")
         api_token = settings.api_token or dev_secret(data_dir, "api-token")
@@ -376,9 +376,10 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
             connect_redis(redis_url), settings.flows_dir / f"{settings.flow}.yaml", say
         )
         watcher.publish()
-        web = Child("web", web_command(f"{host}:{port}", 2, "--access-logfile", "-"), env)
+        web_argv = web_command(f"{host}:{port}", 2, "--access-logfile", "-")
+        web = Child("web", web_argv, env, guardian=guardian)
         children.append(web)
-        children.append(Child("worker", worker_command(redis_url), env))
+        children.append(Child("worker", worker_command(redis_url), env, guardian=guardian))
         for child in children:
             child.start()
         assert web.proc is not None
@@ -392,6 +393,7 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
             child.stop()
         if redis_server is not None:
             redis_server.stop()
+        guardian.done()
         (data_dir / STATE_FILE).unlink(missing_ok=True)
         lock.release()
 
@@ -417,11 +419,12 @@ class Child:
     restarts: int = 0
     restart_at: float | None = None
     stop_timeout: float = field(default=10.0, repr=False)
+    guardian: Guardian | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.argv, env=self.env, process_group=0, preexec_fn=die_with_parent()
-        )
+        self.proc = subprocess.Popen(self.argv, env=self.env, process_group=0)
+        if self.guardian is not None:
+            self.guardian.watch(self.proc.pid)
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -453,7 +456,44 @@ class Child:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, leftovers)
         self.proc = None
-        return proc.wait()
+        code = proc.wait()
+        if self.guardian is not None:
+            self.guardian.forget(proc.pid)
+        return code
+
+
+class Guardian:
+    """The process that stops the stack if `ivr dev` is killed outright (see ivr/devguard.py).
+    It is told of each process group as it starts and once it is stopped and reaped."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ivr.devguard"],
+            stdin=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # neither Ctrl-C nor a closed terminal reaches it
+        )
+
+    def _tell(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):  # it was killed: `ivr dev` still stops its own
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+
+    def watch(self, pgid: int | None, last: bool = False) -> None:
+        if pgid is not None:
+            self._tell(f"{'+last' if last else '+'} {pgid}")
+
+    def forget(self, pgid: int) -> None:
+        self._tell(f"- {pgid}")
+
+    def done(self) -> None:
+        """`ivr dev` stopped everything itself."""
+        self._tell("done")
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        self.proc.wait()
 
 
 def _stop_on_signals() -> threading.Event:

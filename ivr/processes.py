@@ -4,7 +4,6 @@ and the benchmark: the web server is gunicorn on the app factory, a worker is rq
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from functools import cache
 
 WSGI_APP = "ivr.app:create_app()"
@@ -49,29 +48,3 @@ def web_command(bind: str, workers: int, *options: str) -> list[str]:
 def worker_command(redis_url: str, *options: str) -> list[str]:
     """`ivr worker`, the Procfile's worker (see ivr/worker.py for why not plain `rq worker`)."""
     return [sys.executable, "-m", "ivr", "worker", "--url", redis_url, *options]
-
-
-#: prctl(2) option: the signal the kernel sends a process when its parent dies.
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A `preexec_fn` making a child end (SIGTERM) when the process that started it dies, even
-    by SIGKILL, so that `ivr dev` killed outright leaves no redis-server or gunicorn holding
-    its port and data directory. Linux only (prctl PR_SET_PDEATHSIG); None elsewhere, where a
-    stopped `ivr dev` still stops its children and only a SIGKILL leaves them behind."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-    import os
-    import signal
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getpid()
-
-    def preexec() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec

@@ -117,17 +117,9 @@ class RedisServer:
     #: Bind attempts when the port was picked for us and another process stole it meanwhile.
     _bind_attempts = 3
 
-    def __init__(
-        self,
-        data_dir: Path,
-        port: int | None = None,
-        *,
-        persist: bool = True,
-        die_with_parent: bool = False,
-    ) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None, *, persist: bool = True) -> None:
         self.data_dir = Path(data_dir)
         self.persist = persist
-        self.die_with_parent = die_with_parent  # SIGTERM when its owner dies (`ivr dev`)
         self._requested_port = port or None
         self._port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -201,8 +193,6 @@ class RedisServer:
         ]  # fmt: skip
 
     def _spawn(self, binary: str, port: int) -> None:
-        from ivr.processes import die_with_parent
-
         self._port = port
         # Fatal config errors go to stderr before the logfile is open, so collect both in one
         # file.  The child gets its own copy of the descriptor; ours is closed straight away.
@@ -216,7 +206,6 @@ class RedisServer:
                 # Own session: a Ctrl-C in the terminal must not kill Redis while the app that
                 # owns it is still shutting down and writing; stop() ends it in the right order.
                 start_new_session=True,
-                preexec_fn=die_with_parent() if self.die_with_parent else None,
             )
 
     def _wait_until_ready(self) -> None:
