@@ -106,9 +106,10 @@ class DevState:
             return None
 
     def write(self, data_dir: Path) -> None:
-        path = data_dir / STATE_FILE
-        path.write_text(json.dumps(self.__dict__, indent=2))
-        path.chmod(0o600)
+        path, part = data_dir / STATE_FILE, data_dir / f"{STATE_FILE}.part"
+        part.write_text(json.dumps(self.__dict__, indent=2))
+        part.chmod(0o600)
+        part.replace(path)  # whole or not at all, for `ivr call` reading it meanwhile
 
 
 class DevLock:
@@ -342,6 +343,7 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
     if not lock.acquire():
         raise IvrError(_refusal(data_dir, DevLock.holder(data_dir) or 0))
     say = _survives_hangup(say)
+    stop = _stop_on_signals()  # from the start: a stop during start-up stops what has started
     guardian = Guardian()
     redis_server: RedisServer | None = None
     children: list[Child] = []
@@ -387,7 +389,7 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
         base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
         DevState(base_url, token, redis_url, str(outbox), api_token, os.getpid()).write(data_dir)
         _banner(say, base_url, added, agent_tokens)
-        supervise(children, redis_server, say, _stop_on_signals(), watch=watcher.check)
+        supervise(children, redis_server, say, stop, watch=watcher.check)
     finally:
         for child in children:
             child.stop()
