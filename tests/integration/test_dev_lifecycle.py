@@ -207,5 +207,30 @@ def test_dev_env_exports_what_curl_needs_for_a_service_code(dev: DevStack, tmp_p
     assert answer["account"] == "12345678" and len(answer["code"]) == 8
 
 
+def test_ivr_call_names_the_answers_left_when_the_call_ends(dev: DevStack, tmp_path: Path) -> None:
+    """It used to wait 15 s for a call back nobody promised, then blame the worker."""
+    played = ivr(
+        tmp_path, "call", "-i", "12345678#", "-i", "1", "-i", "583920#", "-i", "1", "-i", "1",
+        "-i", "say:blue sky",
+    )  # fmt: skip
+    assert played.returncode == 1
+    assert "-> enqueued in queue 'balances'" in played.stdout
+    assert "waiting for a call back" not in played.stdout
+    assert played.stderr.strip() == (
+        "Error: the call ended with 2 scripted answers left unused: -i 1 -i 'say:blue sky'"
+    )
+
+
+def test_a_call_back_without_an_answer_for_it_says_what_to_add(
+    dev: DevStack, tmp_path: Path
+) -> None:
+    answers = ["-i", "12345678#", "-i", "1", "-i", "583920#", "-i", "2", "-i", "3"]
+    played = ivr(tmp_path, "call", *answers)
+    assert played.returncode == 0, played.stderr
+    assert played.stdout.strip().splitlines()[-1] == (
+        "(the IVR calls you back; add an answer for that call, e.g. -i 1)"
+    )
+
+
 def _children(pid: int) -> list[int]:
     return [child for child, parent in _parents().items() if parent == pid]
