@@ -5,17 +5,28 @@ WSGI server and a real rq worker, seeds demo customers, and writes `.ivr/dev.jso
 `ivr call` finds the service without flags. It never runs on half-started: a web server or
 worker that dies is started again (a few times, backing off), and a redis-server that dies
 stops everything.
+
+One stack per data directory: `ivr dev` holds an flock on `dev.lock` for its whole life, so a
+second one is refused with the first one's address, and a `dev.json` whose lock is free was left
+by a stack that was killed, and is ignored and cleaned. Ctrl-C, SIGTERM, a closed terminal
+(SIGHUP) or an error stop every process it started; if `ivr dev` itself is killed outright, its
+guardian process does (ivr/devguard.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import secrets
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,9 +42,13 @@ from ivr.errors import IvrError
 from ivr.processes import web_command, worker_command
 from ivr.settings import Settings
 from ivr.store.customers import Customer, RedisCustomerDirectory
-from ivr.store.server import RedisServer
+from ivr.store.server import RedisServer, find_free_port
 
 STATE_FILE = "dev.json"
+LOCK_FILE = "dev.lock"
+#: The port of the last redis-server, used again when free, so `ivr dev env`'s REDIS_URL
+#: outlives a restart of the stack.
+REDIS_PORT_FILE = "redis-port"
 Say = Callable[[str], None]
 
 
@@ -77,18 +92,177 @@ class DevState:
     redis_url: str
     outbox: str
     api_token: str
+    pid: int = 0  # of `ivr dev`
 
     @classmethod
     def read(cls, data_dir: Path) -> DevState | None:
+        """The running stack's state; None when no `ivr dev` runs on `data_dir` (a state file
+        left by one that was killed does not count: its lock is free)."""
+        if DevLock.holder(data_dir) is None:
+            return None
         try:
             return cls(**json.loads((data_dir / STATE_FILE).read_text()))
         except (OSError, ValueError, TypeError):
             return None
 
     def write(self, data_dir: Path) -> None:
-        path = data_dir / STATE_FILE
-        path.write_text(json.dumps(self.__dict__, indent=2))
-        path.chmod(0o600)
+        path, part = data_dir / STATE_FILE, data_dir / f"{STATE_FILE}.part"
+        part.write_text(json.dumps(self.__dict__, indent=2))
+        part.chmod(0o600)
+        part.replace(path)  # whole or not at all, for `ivr call` reading it meanwhile
+
+
+class DevLock:
+    """An exclusive flock on `dev.lock`, with the holder's pid written in it. The kernel drops
+    it however the process ends, so no stale lock can outlive a killed stack; the file itself
+    stays (removing a lock file races with the next one to open it)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @staticmethod
+    def holder(data_dir: Path) -> int | None:
+        """The pid of the `ivr dev` holding `data_dir` (0 while it has not written it yet), or
+        None when nobody does."""
+        try:
+            fd = os.open(data_dir / LOCK_FILE, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else 0
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+
+def _refusal(data_dir: Path, pid: int) -> str:
+    """Why a second `ivr dev` on `data_dir` does not start, and where the first one is."""
+    state = DevState.read(data_dir)
+    where = f"answering at {state.base_url}/voice" if state else "still starting (or stopping)"
+    return (
+        f"an `ivr dev` already runs in {data_dir} (pid {pid or '?'}), {where}; use that one, "
+        "or stop it (Ctrl-C in its terminal) first; a second stack needs its own --data-dir "
+        "and --port"
+    )
+
+
+def _clean_stale_state(data_dir: Path, say: Say) -> None:
+    """Remove the state file of a stack that was killed (we hold the lock, so it is not live)."""
+    path = data_dir / STATE_FILE
+    try:
+        pid = json.loads(path.read_text()).get("pid", "?")
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, AttributeError):
+        pid = "?"
+    path.unlink(missing_ok=True)
+    say(f"removed {path}, left by an `ivr dev` that did not stop cleanly (pid {pid})")
+
+
+def _check_port(host: str, port: int) -> None:
+    """One line with a hint when the web server's port is taken, rather than gunicorn's
+    retries and an exit."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise IvrError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+            raise IvrError(
+                f"port {port} is already in use by another program (`ss -ltnp 'sport = :{port}'`"
+                f" names it); stop it, or start on another port: {ivr_command()} dev --port "
+                f"{port + 1}"
+            ) from None
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _saved_redis_port(data_dir: Path) -> int | None:
+    try:
+        return int((data_dir / REDIS_PORT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _redis_port(data_dir: Path) -> int:
+    """The last redis-server's port when free, else a new one (remembered)."""
+    port = _saved_redis_port(data_dir)
+    if port is None or not _port_free(port):
+        port = find_free_port()
+        (data_dir / REDIS_PORT_FILE).write_text(str(port))
+    return port
+
+
+def _local_redis_url(port: int | None) -> str | None:
+    return None if port is None else f"redis://127.0.0.1:{port}/0"
+
+
+def ivr_command() -> str:
+    """How to run `ivr` from the current directory, as this process was run: `.venv/bin/ivr`
+    after the README's install, `ivr` when that is the one on PATH."""
+    argv0 = Path(sys.argv[0])
+    script = argv0 if argv0.name == "ivr" else Path(sys.executable).parent / "ivr"
+    if not script.is_file():
+        return f"{shlex.quote(sys.executable)} -m ivr"
+    script = script.absolute()
+    on_path = shutil.which("ivr")
+    if on_path and Path(on_path).absolute() == script:
+        return "ivr"
+    with contextlib.suppress(ValueError):
+        return shlex.quote(str(script.relative_to(Path.cwd())))
+    return shlex.quote(str(script))
+
+
+def env_lines(state: DevState) -> list[str]:
+    """`export` lines of the running stack, for `eval "$(ivr dev env)"`."""
+    return [
+        f"# the `ivr dev` answering at {state.base_url} (pid {state.pid})",
+        f"export REDIS_URL={shlex.quote(state.redis_url)}",
+        f"export TWILIO_AUTH_TOKEN={shlex.quote(state.auth_token)}",
+        f"export IVR_API_TOKEN={shlex.quote(state.api_token)}",
+    ]
+
+
+def _survives_hangup(say: Say) -> Say:
+    """`say` that keeps quiet once the terminal is gone (EIO, EPIPE after SIGHUP), so the
+    shutdown that follows still stops everything."""
+
+    def quiet(line: str) -> None:
+        with contextlib.suppress(OSError):
+            say(line)
+
+    return quiet
 
 
 def dev_secret(data_dir: Path, name: str) -> str:
@@ -165,13 +339,23 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
 
     load_checked_flow(settings)  # a bad flow stops here, in one line, before anything starts
     data_dir.mkdir(parents=True, exist_ok=True)
+    lock = DevLock(data_dir)
+    if not lock.acquire():
+        raise IvrError(_refusal(data_dir, DevLock.holder(data_dir) or 0))
+    say = _survives_hangup(say)
+    stop = _stop_on_signals()  # from the start: a stop during start-up stops what has started
+    guardian = Guardian()
     redis_server: RedisServer | None = None
     children: list[Child] = []
     try:
+        _clean_stale_state(data_dir, say)
+        _check_port(host, port)
         redis_url = settings.redis_url
-        if not redis_url:
-            redis_server = RedisServer(data_dir / "redis")
+        # REDIS_URL exported from `ivr dev env` names this stack's own redis-server
+        if not redis_url or redis_url == _local_redis_url(_saved_redis_port(data_dir)):
+            redis_server = RedisServer(data_dir / "redis", _redis_port(data_dir))
             redis_url = redis_server.start()
+            guardian.watch(redis_server.pid, last=True)
             say(f"redis-server started on {redis_url} (data in {data_dir / 'redis'})")
         token = settings.twilio_auth_token or dev_secret(data_dir, "auth-token")
         api_token = settings.api_token or dev_secret(data_dir, "api-token")
@@ -199,23 +383,26 @@ def run(settings: Settings, data_dir: Path, host: str, port: int, say: Say) -> N
             (data_dir / "metrics").resolve()
         )
         web_env = {**env, "PROMETHEUS_MULTIPROC_DIR": metrics_dir, "IVR_DEV_PHONE": "1"}
-        web = Child("web", web_command(f"{host}:{port}", 2, "--access-logfile", "-"), web_env)
+        web_argv = web_command(f"{host}:{port}", 2, "--access-logfile", "-")
+        web = Child("web", web_argv, web_env, guardian=guardian)
         children.append(web)
-        children.append(Child("worker", worker_command(redis_url), env))
+        children.append(Child("worker", worker_command(redis_url), env, guardian=guardian))
         for child in children:
             child.start()
         assert web.proc is not None
         _wait_for_http(port, web.proc)
         base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-        DevState(base_url, token, redis_url, str(outbox), api_token).write(data_dir)
+        DevState(base_url, token, redis_url, str(outbox), api_token, os.getpid()).write(data_dir)
         _banner(say, base_url, added, agent_tokens)
-        supervise(children, redis_server, say, _stop_on_signals(), watch=watcher.check)
+        supervise(children, redis_server, say, stop, watch=watcher.check)
     finally:
         for child in children:
             child.stop()
         if redis_server is not None:
             redis_server.stop()
+        guardian.done()
         (data_dir / STATE_FILE).unlink(missing_ok=True)
+        lock.release()
 
 
 #: Waits between restarts of a child that keeps dying: 1, 2, 4, 8 s.
@@ -239,9 +426,12 @@ class Child:
     restarts: int = 0
     restart_at: float | None = None
     stop_timeout: float = field(default=10.0, repr=False)
+    guardian: Guardian | None = field(default=None, repr=False)
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv, env=self.env, process_group=0)
+        if self.guardian is not None:
+            self.guardian.watch(self.proc.pid)
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -273,14 +463,53 @@ class Child:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, leftovers)
         self.proc = None
-        return proc.wait()
+        code = proc.wait()
+        if self.guardian is not None:
+            self.guardian.forget(proc.pid)
+        return code
+
+
+class Guardian:
+    """The process that stops the stack if `ivr dev` is killed outright (see ivr/devguard.py).
+    It is told of each process group as it starts and once it is stopped and reaped."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ivr.devguard"],
+            stdin=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # neither Ctrl-C nor a closed terminal reaches it
+        )
+
+    def _tell(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(OSError):  # it was killed: `ivr dev` still stops its own
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+
+    def watch(self, pgid: int | None, last: bool = False) -> None:
+        if pgid is not None:
+            self._tell(f"{'+last' if last else '+'} {pgid}")
+
+    def forget(self, pgid: int) -> None:
+        self._tell(f"- {pgid}")
+
+    def done(self) -> None:
+        """`ivr dev` stopped everything itself."""
+        self._tell("done")
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        self.proc.wait()
 
 
 def _stop_on_signals() -> threading.Event:
-    """Set by Ctrl-C or SIGTERM. Both are handled explicitly: a shell that starts `ivr dev` in
-    the background leaves SIGINT ignored, which would make Ctrl-C-style stops do nothing."""
+    """Set by Ctrl-C, SIGTERM or the terminal closing (SIGHUP, which would otherwise end
+    `ivr dev` alone and leave its children running). Handled explicitly: a shell that starts
+    `ivr dev` in the background leaves SIGINT ignored, which would make Ctrl-C-style stops do
+    nothing."""
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     return stop
 
@@ -391,8 +620,15 @@ def _banner(
     if not added:
         say("  (already in Redis from an earlier run)")
     say(f"Agent screen pop: {base_url}/agent  (sign in with a token; new ones each start)")
+    say(f"Play a call in the browser: {base_url}/dev/phone")
     for role, token in agent_tokens.items():
         say(f"  {role:11} {token}")
-    say(f"Play a call in the browser: {base_url}/dev/phone")
-    say("Play a call in another terminal:  ivr call  (--hold keeps it in the queue for the page)")
-    say("Stop with Ctrl-C.")
+    ivr = ivr_command()
+    say("Next, in another terminal in this folder:")
+    say(f"  {ivr} call -i 12345678# -i 1 -i 583920# -i 1")
+    say("    plays a PIN call to the balance queue (without -i it asks you at each prompt;")
+    say("    --hold keeps the call in the queue for the agent page)")
+    say(f'  eval "$({ivr} dev env)"')
+    say("    exports REDIS_URL, TWILIO_AUTH_TOKEN and IVR_API_TOKEN of this stack, for curl")
+    say(f"    and `{ivr} customers`")
+    say("Stop with Ctrl-C (closing this terminal does the same): everything started here stops.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,9 @@ def call(
     )
     result = _play(target, source, echo, hold, from_number=from_number, to_number=to_number)
     if result.outcome == "hung_up" and source.expects_call_back(result.heard):
+        if isinstance(source, _Scripted) and not source.inputs:
+            click.echo("(the IVR calls you back; add an answer for that call, e.g. -i 1)")
+            return
         click.echo("(waiting for a call back to the number on file...)")
         ring = phone.wait_for_call(timeout=15)
         source.show_arrivals()
@@ -88,6 +92,7 @@ def call(
             to_number=ring.to,
             extra_params={"Direction": "outbound-api"},
         )
+    source.check_all_used()
 
 
 def _play(target: _Target, source: _Caller, echo: Any, hold: bool, **leg: Any) -> Any:
@@ -232,7 +237,11 @@ class _Caller:
         return Keys(text)
 
     def expects_call_back(self, heard: list[str]) -> bool:
+        """Whether the IVR's last words, as the call ended, promised a call back."""
         return bool(heard) and "call you back" in heard[-1].lower()
+
+    def check_all_used(self) -> None:
+        """After the last leg: a script the call did not get through is a mistake."""
 
 
 class _Scripted(_Caller):
@@ -246,8 +255,11 @@ class _Scripted(_Caller):
             raise IvrError("the IVR asked for more input than the -i answers given")
         return self.parse(self.inputs.pop(0))
 
-    def expects_call_back(self, heard: list[str]) -> bool:
-        return bool(self.inputs)
+    def check_all_used(self) -> None:
+        if self.inputs:
+            left = " ".join(f"-i {shlex.quote(answer)}" for answer in self.inputs)
+            count = f"{len(self.inputs)} scripted answer{'s' if len(self.inputs) > 1 else ''}"
+            raise IvrError(f"the call ended with {count} left unused: {left}")
 
 
 class _Interactive(_Caller):

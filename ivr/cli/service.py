@@ -83,12 +83,33 @@ def worker(url: str | None, name: str | None, burst: bool) -> None:
     rq_worker.run(url or _redis_url(), name=name, burst=burst)
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=DATA_DIR, show_default=True)
-def dev(host: str, port: int, data_dir: Path) -> None:
-    """Run Redis, the web server and a worker locally, with demo customers."""
+@click.pass_context
+def dev(ctx: click.Context, host: str, port: int, data_dir: Path) -> None:
+    """Run Redis, the web server and a worker locally, with demo customers.
+
+    One per data directory; Ctrl-C, SIGTERM or closing the terminal stops all of it.
+    """
+    ctx.obj = data_dir
+    if ctx.invoked_subcommand is not None:
+        return
     from ivr import devserver
 
     devserver.run(_settings(), data_dir, host, port, click.echo)
+
+
+@dev.command("env")
+@click.pass_obj
+def dev_env(data_dir: Path) -> None:
+    """Print the running stack's REDIS_URL, TWILIO_AUTH_TOKEN and IVR_API_TOKEN as `export`
+    lines: eval "$(ivr dev env)"."""
+    from ivr.devserver import DevState, env_lines
+
+    state = DevState.read(data_dir)
+    if state is None:
+        raise IvrError(f"no running `ivr dev` found in {data_dir}; start it first")
+    for line in env_lines(state):
+        click.echo(line)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class DevStack:
     """`ivr dev` as a developer runs it, its output in a file."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, port: int | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TWILIO_AUTH_TOKEN")}
         env["IVR_FLOWS_DIR"] = str(ROOT / "flows")
         env["PYTHONPATH"] = str(ROOT)  # the worker imports this suite's job functions
@@ -35,7 +35,7 @@ class DevStack:
         self.output_path = cwd / "ivr-dev.log"
         self._out: IO[str] = self.output_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ivr", "dev", "--port", str(find_free_port())],
+            [sys.executable, "-m", "ivr", "dev", "--port", str(port or find_free_port())],
             cwd=cwd,
             env=env,
             stdout=self._out,
@@ -43,7 +43,13 @@ class DevStack:
             text=True,
         )
         state_file = cwd / ".ivr" / "dev.json"
-        wait_for(state_file.exists, 30, "ivr dev did not come up", self)
+
+        def up() -> bool:  # its own state: a stale file from a killed stack may be there first
+            return (
+                state_file.exists() and json.loads(state_file.read_text())["pid"] == self.proc.pid
+            )
+
+        wait_for(up, 30, "ivr dev did not come up", self)
         self.redis = redis.Redis.from_url(json.loads(state_file.read_text())["redis_url"])
 
     def output(self) -> str:
