@@ -620,9 +620,9 @@ def _banner(
     if not added:
         say("  (already in Redis from an earlier run)")
     say(f"Agent screen pop: {base_url}/agent  (sign in with a token; new ones each start)")
-    say(f"Play a call in the browser: {base_url}/dev/phone")
     for role, token in agent_tokens.items():
         say(f"  {role:11} {token}")
+    say(f"Play a call in the browser: {base_url}/dev/phone")
     ivr = ivr_command()
     say("Next, in another terminal in this folder:")
     say(f"  {ivr} call -i 12345678# -i 1 -i 583920# -i 1")
