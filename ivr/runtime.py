@@ -188,13 +188,13 @@ def make_hasher(settings: Settings) -> SecretHasher:
     )
 
 
-#: What a web request (or a CLI command) does when Redis restarts or fails over under it: the
-#: pooled connections are dead, and the command is sent again on a new one after 0.1, 0.2 and
-#: 0.4 s. A timeout is not tried again: each costs `socket_timeout`, and a request holds its
-#: call's lock for a few commands (ivr.store.sessions.LOCK_TIMEOUT); the caller hears the
-#: apology instead. The worker waits out longer outages (ivr.worker).
+#: What a web request (or a CLI command) does when Redis restarts or fails over under it: a
+#: command whose connection broke, or was refused, is sent again on a new one after 0.1, 0.2,
+#: 0.4 and 0.4 s, about 1 s in all. A timeout is not tried again: each costs `socket_timeout`,
+#: and a request holds its call's lock for a few commands (ivr.store.sessions.LOCK_TIMEOUT);
+#: the caller hears the apology instead. The worker waits out longer outages (ivr.worker).
 WEB_RETRY = Retry(
-    ExponentialBackoff(cap=0.4, base=0.05), 3, supported_errors=(RedisConnectionError,)
+    ExponentialBackoff(cap=0.4, base=0.05), 4, supported_errors=(RedisConnectionError,)
 )
 
 
