@@ -47,12 +47,26 @@ class RestartingRedis:
         self.url = self.server.start()
         self.port = self.server.port
 
+        self.back = threading.Event()
+        self._timer: threading.Timer | None = None
+
     def stop(self) -> None:
         self.server.stop()
 
     def start(self) -> None:
         self.server = RedisServer(self.data_dir, port=self.port, persist=True)
         self.server.start()
+        self.back.set()
+
+    def start_in(self, seconds: float) -> None:
+        self.back.clear()
+        self._timer = threading.Timer(seconds, self.start)
+        self._timer.start()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.join()  # a server started after the test would outlive it
+        self.stop()
 
 
 @pytest.fixture
@@ -61,7 +75,7 @@ def restarting_redis(tmp_path: Path) -> Iterator[RestartingRedis]:
     try:
         yield server
     finally:
-        server.stop()
+        server.close()
 
 
 class AtPin:
@@ -114,16 +128,9 @@ def test_a_call_carries_on_over_a_redis_restart(
 def test_a_webhook_while_redis_restarts_is_answered_and_the_next_call_is_served(
     restarting_redis: RestartingRedis, web: Any, auth_token: str, away: float
 ) -> None:
-    back = threading.Event()
-
     def restart_meanwhile() -> None:
         restarting_redis.stop()
-
-        def start() -> None:
-            restarting_redis.start()
-            back.set()
-
-        threading.Timer(away, start).start()  # the PIN's webhook is sent meanwhile
+        restarting_redis.start_in(away)  # the PIN's webhook is sent meanwhile
 
     inputs = AtPin(restart_meanwhile)
     result = make_player(web.base_url, auth_token, from_number=PHONE).play(inputs)
@@ -140,7 +147,7 @@ def test_a_webhook_while_redis_restarts_is_answered_and_the_next_call_is_served(
     else:
         assert result.said("you are verified"), result.transcript()
 
-    assert back.wait(10)
+    assert restarting_redis.back.wait(10)
     after = make_player(web.base_url, auth_token, from_number=PHONE)
     served = after.play(scripted(*PIN_CALL))
     assert_well_served(served)
