@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -18,7 +18,6 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis.connection import parse_url
 
@@ -321,7 +320,7 @@ def load_settings(**overrides: object) -> Settings:
         raise SettingsError(*problems) from None
 
 
-def _problem(error: ErrorDetails) -> str:
+def _problem(error: Any) -> str:
     """One line for one invalid setting: the variable, what is wrong, and what was given
     unless it is a secret (a Redis URL is shown with its password masked)."""
     field = str(error["loc"][0]) if error["loc"] else "?"
