@@ -28,7 +28,7 @@ def create_app(
     if redis is None:
         if not settings.redis_url:
             raise SettingsError("REDIS_URL: not set; point it at Redis, or run `ivr dev`")
-        redis = connect_redis(settings.redis_url)
+        redis = connect_redis(settings.redis_url, settings)
     app = Flask(__name__)
     app.config["IVR_SETTINGS"] = settings
     flow = load_checked_flow(settings)
@@ -130,11 +130,14 @@ def check_delivery_settings(flow: Flow, settings: Settings) -> None:
         "callback": settings.call_backend,
     }
     methods = sorted({s.method for s in flow.steps.values() if isinstance(s, AuthenticateStep)})
+    problems = []
     for method in methods:
         backend = backends.get(method, "")
         for field in _BACKEND_NEEDS.get((method, backend), ()):
             if not getattr(settings, field):
                 how = f" through `{backend}`" if backend else ""
-                raise SettingsError(
+                problems.append(
                     f"{ENV_NAMES[field]}: not set, but flow `{flow.name}` offers `{method}`{how}"
                 )
+    if problems:
+        raise SettingsError(*dict.fromkeys(problems))

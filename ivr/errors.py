@@ -10,7 +10,12 @@ class IvrError(Exception):
 
 
 class SettingsError(IvrError):
-    """A setting is missing or malformed; the message starts with the variable's name."""
+    """Settings are missing or malformed: every problem found, one line each, each starting
+    with its variable's name, so one start-up shows everything there is to fix."""
+
+    def __init__(self, *problems: str) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 @dataclass

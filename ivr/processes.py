@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from functools import cache
 
-WSGI_APP = "ivr.app:create_app()"
+WSGI_APP = "ivr.wsgi:application()"
 QUEUE = "ivr"
 
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import current_app
 from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.retry import Retry
 
 from ivr.auth.abuse import AbuseLimits
 from ivr.auth.agent_policy import AgentPolicy
@@ -15,7 +19,7 @@ from ivr.auth.possession import CodePolicy, Possession
 from ivr.auth.verifier import Verifier
 from ivr.flows.engine import CallState, Engine
 from ivr.flows.schema import Flow
-from ivr.settings import Settings
+from ivr.settings import Settings, load_settings
 from ivr.store.abuse import AbuseGuard
 from ivr.store.agents import AgentDirectory
 from ivr.store.audit import AuditLog
@@ -184,9 +188,37 @@ def make_hasher(settings: Settings) -> SecretHasher:
     )
 
 
-def connect_redis(url: str) -> Redis:
-    # Short timeouts: a Redis outage must become an apology well inside Twilio's 15 s.
-    return Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+#: What a web request (or a CLI command) does when Redis restarts or fails over under it: a
+#: command whose connection broke, or was refused, is sent again on a new one after 0.1, 0.2,
+#: 0.4 and 0.4 s, about 1 s in all. A timeout is not tried again: each costs `socket_timeout`,
+#: and a request holds its call's lock for a few commands (ivr.store.sessions.LOCK_TIMEOUT);
+#: the caller hears the apology instead. The worker waits out longer outages (ivr.worker).
+WEB_RETRY = Retry(
+    ExponentialBackoff(cap=0.4, base=0.05), 4, supported_errors=(RedisConnectionError,)
+)
+
+
+def connect_redis(url: str, settings: Settings | None = None, **options: Any) -> Redis:
+    """The one way this project's processes (web, worker, CLI, `ivr dev`) reach Redis.
+
+    Short timeouts, so an outage becomes an apology well inside Twilio's 15 s; redis-py's own
+    retry over a restart; for a rediss:// URL, the certificate checks IVR_REDIS_SSL_CERT_REQS
+    and IVR_REDIS_SSL_CA_CERTS ask for (from `settings`, else the environment). `options`
+    (redis-py's keyword arguments) override these, e.g. the worker's longer retry.
+    """
+    kwargs: dict[str, Any] = {
+        "socket_timeout": 2,
+        "socket_connect_timeout": 2,
+        "retry": WEB_RETRY,
+        # A connection idle this long is pinged first: managed Redis closes idle connections.
+        "health_check_interval": 30,
+    }
+    if url.startswith("rediss://"):
+        tls = settings or load_settings()
+        kwargs["ssl_cert_reqs"] = tls.redis_ssl_cert_reqs
+        if tls.redis_ssl_ca_certs is not None:
+            kwargs["ssl_ca_certs"] = str(tls.redis_ssl_ca_certs)
+    return Redis.from_url(url, **(kwargs | options))
 
 
 def runtime() -> Runtime:

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    FilePath,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from redis.connection import parse_url
 
 from ivr.errors import SettingsError
 
@@ -209,6 +217,40 @@ class Settings(BaseSettings):
         default="text", validation_alias=_env("IVR_LOG_FORMAT")
     )
 
+    # Managed Redis (issue 9): certificate checks for a rediss:// REDIS_URL. Heroku Redis, for
+    # one, presents a self-signed certificate (none); others sign with a private CA (CA_CERTS).
+    redis_ssl_cert_reqs: Literal["none", "optional", "required"] = Field(
+        default="required", validation_alias=_env("IVR_REDIS_SSL_CERT_REQS")
+    )
+    redis_ssl_ca_certs: FilePath | None = Field(
+        default=None, validation_alias=_env("IVR_REDIS_SSL_CA_CERTS")
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # REDIS_URL= is not set
+        try:
+            parse_url(value)  # redis-py's own parser: what every connection will do with it
+        except ValueError as exc:
+            if "://" not in value:
+                raise ValueError(
+                    "must start with redis://, rediss:// (TLS) or unix://; "
+                    f"did you mean {masked_redis_url('redis://' + value)}?"
+                ) from None
+            raise ValueError(f"{exc}; e.g. redis://:password@host:6379/0") from None
+        return value
+
+    @field_validator("redis_ssl_cert_reqs", "redis_ssl_ca_certs")
+    @classmethod
+    def _only_over_tls(cls, value: object, info: ValidationInfo) -> object:
+        url = info.data.get("redis_url")
+        changed = value != cls.model_fields[str(info.field_name)].default
+        if changed and url and not url.startswith("rediss://"):
+            raise ValueError("applies only to a rediss:// (TLS) REDIS_URL")
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _no_trailing_slash(cls, value: str | None) -> str | None:
@@ -287,8 +329,35 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**{ENV_NAMES[name]: value for name, value in overrides.items()})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "?"
-        name = ENV_NAMES.get(name, name)
-        shown = "" if name in SECRET_VARIABLES else f" (got {first.get('input')!r})"
-        raise SettingsError(f"{name}: {first['msg']}{shown}") from None
+        # Every problem at once: a deployment fixed one restart at a time is down for longer.
+        problems = dict.fromkeys(_problem(error) for error in exc.errors())
+        raise SettingsError(*problems) from None
+
+
+def _problem(error: Any) -> str:
+    """One line for one invalid setting: the variable, what is wrong, and what was given
+    unless it is a secret (a Redis URL is shown with its password masked)."""
+    field = str(error["loc"][0]) if error["loc"] else "?"
+    name = ENV_NAMES.get(field, field)
+    message = error["msg"].removeprefix("Value error, ")
+    given = error.get("input")
+    if name in SECRET_VARIABLES:
+        return f"{name}: {message}"
+    if name == "REDIS_URL" and isinstance(given, str):
+        return f"{name}: {message} (got {masked_redis_url(given)!r})"
+    return f"{name}: {message} (got {given!r})"
+
+
+def masked_redis_url(url: str) -> str:
+    """`url` with its password (in the userinfo or a `password=` option) shown as `***`, so
+    errors and logs can name the Redis they mean without handing out its key."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    else:
+        scheme += sep
+    userinfo, at, host = rest.rpartition("@")
+    if at:
+        user = userinfo.partition(":")[0] if ":" in userinfo else ""
+        rest = f"{user}:***@{host}"
+    return scheme + re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", rest)

@@ -29,12 +29,14 @@ OUTAGE_BUDGET = sum(_BACKOFF.compute(n) for n in range(1, _RETRIES + 1))  # abou
 
 def connect(url: str) -> Redis:
     """A client that rides out a Redis restart; its pool settings reach the scheduler process
-    and the work horses, which rq builds from them."""
-    return Redis.from_url(
+    and the work horses, which rq builds from them; TLS options as every process has them."""
+    from ivr.runtime import connect_redis  # ivr.runtime imports this module's OUTAGE_BUDGET
+
+    return connect_redis(
         url,
         retry=Retry(_BACKOFF, _RETRIES),
         retry_on_error=[ConnectionError, TimeoutError],
-        socket_connect_timeout=2,
+        socket_timeout=None,  # rq blocks on the queue for longer than the web's 2 s
         socket_keepalive=True,
         health_check_interval=15,  # a pooled socket idle that long is pinged before use
     )

@@ -14,7 +14,7 @@ from typing import Any
 import click
 import redis.exceptions
 
-from ivr.errors import FlowDefinitionError, IvrError
+from ivr.errors import FlowDefinitionError, IvrError, SettingsError
 
 DATA_DIR = Path(".ivr")
 
@@ -25,9 +25,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except FlowDefinitionError as exc:
             raise click.ClickException(f"flow is not valid:\n{exc}") from None
+        except SettingsError as exc:
+            # One "Error: VARIABLE: ..." line for each problem, all of them at once.
+            raise click.ClickException("\nError: ".join(exc.problems)) from None
         except IvrError as exc:
             raise click.ClickException(str(exc)) from None
-        except redis.exceptions.ConnectionError as exc:
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise click.ClickException(f"cannot reach Redis ({exc}); check REDIS_URL") from None
 
 
@@ -65,17 +68,30 @@ def _redis_url() -> str:
 
 
 def _redis() -> Any:
-    from ivr.runtime import connect_redis
-
-    client = connect_redis(_redis_url())
-    client.ping()
-    return client
+    return _reachable_redis(_redis_url())
 
 
 def _dev_state() -> Any:
     from ivr.devserver import DevState
 
     return DevState.read(DATA_DIR)
+
+
+def _reachable_redis(url: str, settings: Any = None) -> Any:
+    """A client on `url` that has answered PING, or one line naming REDIS_URL (its password
+    masked) and why: a process that cannot reach Redis must not start, nor a command run."""
+    from ivr.runtime import connect_redis
+    from ivr.settings import masked_redis_url
+
+    shown = masked_redis_url(url)
+    try:
+        client = connect_redis(url, settings or _settings())
+        client.ping()
+    except ValueError as exc:  # a --url that never went through the settings
+        raise IvrError(f"REDIS_URL: {exc} (got {shown!r})") from None
+    except redis.exceptions.RedisError as exc:
+        raise IvrError(f"REDIS_URL: cannot reach Redis at {shown} ({exc})") from None
+    return client
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from ivr.cli import DATA_DIR, _redis_url, _settings, cli
-from ivr.errors import IvrError
+from ivr.cli import DATA_DIR, _reachable_redis, _redis_url, _settings, cli
+from ivr.errors import FlowDefinitionError, IvrError, SettingsError
 from ivr.processes import WEB_THREADS
 
 
@@ -32,20 +32,7 @@ from ivr.processes import WEB_THREADS
 def serve(host: str, port: int, workers: int, threads: int) -> None:
     """Serve the webhooks with gunicorn against REDIS_URL (production)."""
     settings = _settings()
-    if not settings.redis_url:
-        raise IvrError("REDIS_URL: not set; `ivr serve` needs a Redis (or use `ivr dev`)")
-    if not settings.twilio_auth_token:
-        raise IvrError("TWILIO_AUTH_TOKEN: not set; without it every webhook would be refused")
-    from ivr.app import agent_policy_for, check_delivery_settings, load_checked_flow
-
-    flow = load_checked_flow(settings)  # fail here, in one line, not in every gunicorn worker
-    check_delivery_settings(flow, settings)
-    agent_policy_for(settings)
-    if not (settings.public_url or settings.allowed_hosts):
-        raise IvrError(
-            "IVR_PUBLIC_URL: not set; set it to the https URL Twilio calls (or list this "
-            "service's host names in IVR_ALLOWED_HOSTS), so that no other host's signature counts"
-        )
+    flow = _serve_checks(settings)  # fail here, one line a problem, not in every gunicorn worker
     for method, backend in _outbox_methods(flow, settings):
         click.echo(
             f"warning: {method} goes to the development outbox ({backend}=outbox): "
@@ -79,8 +66,10 @@ def worker(url: str | None, name: str | None, burst: bool) -> None:
     restart, and exits non-zero if Redis stays away."""
     from ivr import worker as rq_worker
 
-    _settings()  # a bad setting stops here, in one line, not in every job
-    rq_worker.run(url or _redis_url(), name=name, burst=burst)
+    settings = _settings()  # a bad setting stops here, in one line, not in every job
+    url = url or _redis_url()
+    _reachable_redis(url, settings).close()  # nor does it start without Redis
+    rq_worker.run(url, name=name, burst=burst)
 
 
 @cli.group(invoke_without_command=True)
@@ -113,3 +102,44 @@ def dev_env(data_dir: Path) -> None:
         raise IvrError(f"no running `ivr dev` found in {data_dir}; start it first")
     for line in env_lines(state):
         click.echo(line)
+
+
+def _serve_checks(settings: Any) -> Any:
+    """Everything `ivr serve` needs before it listens, checked together: the settings it
+    requires, the flow and what its methods need, the agent policy, and Redis answering (a
+    service that listens without it answers every caller with the apology). Returns the flow.
+
+    Raises:
+        SettingsError: every problem found, one line each (a flow's own problems included).
+        FlowDefinitionError: the flow is not valid, and nothing else is wrong.
+    """
+    from ivr.app import agent_policy_for, check_delivery_settings, load_checked_flow
+
+    problems = []
+    if not settings.redis_url:
+        problems.append("REDIS_URL: not set; `ivr serve` needs a Redis (or use `ivr dev`)")
+    if not settings.twilio_auth_token:
+        problems.append("TWILIO_AUTH_TOKEN: not set; without it every webhook would be refused")
+    if not (settings.public_url or settings.allowed_hosts):
+        problems.append(
+            "IVR_PUBLIC_URL: not set; set it to the https URL Twilio calls (or list this "
+            "service's host names in IVR_ALLOWED_HOSTS), so that no other host's signature counts"
+        )
+    try:
+        agent_policy_for(settings)
+    except SettingsError as exc:
+        problems += exc.problems
+    try:
+        flow = load_checked_flow(settings)
+    except FlowDefinitionError as exc:
+        if not problems:
+            raise
+        raise SettingsError(*problems, *(f"flow is not valid: {p}" for p in exc.problems)) from None
+    try:
+        check_delivery_settings(flow, settings)
+    except SettingsError as exc:
+        problems += exc.problems
+    if problems:
+        raise SettingsError(*problems)
+    _reachable_redis(settings.redis_url, settings)
+    return flow
