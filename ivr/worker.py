@@ -13,8 +13,8 @@ from several worker processes (`run(processes=N)`, rq's `WorkerPool`), not from 
 
 rq's work loop quits on the first Redis error it does not expect (one while a job runs, or in
 its scheduler process), and nothing brings it back: every later code send then times out. So
-the worker's Redis client carries redis-py's own retry policy: every command, in the worker, its
-scheduler process and each job's work horse, waits out a Redis restart or failover of up to
+the worker's Redis client carries redis-py's own retry policy: every command, in each worker
+process, its jobs and the scheduler process, waits out a Redis restart or failover of up to
 `OUTAGE_BUDGET` seconds and carries on where it was. Longer outages are a supervisor's business:
 the worker then exits non-zero, and the Procfile's platform or `ivr dev` starts it again.
 """
@@ -46,7 +46,7 @@ JOB_MODULES = ("workers.jobs",)
 
 def connect(url: str) -> Redis:
     """A client that rides out a Redis restart; its pool settings reach the scheduler process
-    and the work horses, which rq builds from them."""
+    and the pool's worker processes, which rq builds from them."""
     return Redis.from_url(
         url,
         retry=Retry(_BACKOFF, _RETRIES),
