@@ -102,7 +102,7 @@ class Possession:
         account = state.account or ""
         customer = self.directory.get(account)
         to = destination(customer, method)
-        if not self._allowed(state, method, to):
+        if self._backed_up(state, method, max_wait) or not self._allowed(state, method, to):
             return "unavailable"
         nonce = str(state.seq)  # one per answered request of the call
         self.codes.open_delivery(
@@ -134,7 +134,9 @@ class Possession:
     def request_callback(self, state: CallState, step: str) -> Delivery:
         account = state.account or ""
         to = destination(self.directory.get(account), "callback")
-        if not self._allowed(state, "callback", to):
+        if self._backed_up(state, "callback", CALLBACK_WITHIN) or not self._allowed(
+            state, "callback", to
+        ):
             return "unavailable"
         nonce = str(state.seq)
         ref = CallbackRef(
@@ -233,6 +235,20 @@ class Possession:
         if decision.capped:
             self.audit.attempt("delivery", state, method, "send_capped", detail=decision.capped)
         return decision.allowed
+
+    def _backed_up(self, state: CallState, method: str, within: float) -> bool:
+        """The oldest send still queued has waited `within` s already: the workers are that far
+        behind, so a send queued now would not go out in time (they work oldest first). The
+        caller hears at once that it cannot be sent, rather than after holding for nothing, and
+        the send is not counted; audited as `send_backlogged`."""
+        head = self.queue.get_job_ids(0, 1)
+        job = self.queue.fetch_job(head[0]) if head else None
+        if job is None or job.enqueued_at is None:
+            return False
+        if self.clock() - job.enqueued_at.timestamp() < within:
+            return False
+        self.audit.attempt("delivery", state, method, "send_backlogged")
+        return True
 
     def _enqueue(self, job: str, job_id: str, *args: object) -> None:
         # the same request again (a retried webhook) finds its job there: one job, one message

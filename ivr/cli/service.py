@@ -61,15 +61,22 @@ def _outbox_methods(flow: Any, settings: Any) -> list[tuple[str, str]]:
 @click.option("--url", help="Redis URL (default: REDIS_URL, else the running `ivr dev`).")
 @click.option("--name", help="Worker name (default: a random one).")
 @click.option("--burst", is_flag=True, help="Work until the queue is empty, then exit.")
-def worker(url: str | None, name: str | None, burst: bool) -> None:
-    """Run an rq worker on the `ivr` queue (one-time codes, callbacks); it rides out a Redis
-    restart, and exits non-zero if Redis stays away."""
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes: texts sent at once while each waits for the provider.",
+)
+def worker(url: str | None, name: str | None, burst: bool, processes: int) -> None:
+    """Run rq workers on the `ivr` queue (one-time codes, callbacks); they ride out a Redis
+    restart, and exit non-zero if Redis stays away."""
     from ivr import worker as rq_worker
 
     settings = _settings()  # a bad setting stops here, in one line, not in every job
     url = url or _redis_url()
     _reachable_redis(url, settings).close()  # nor does it start without Redis
-    rq_worker.run(url, name=name, burst=burst)
+    rq_worker.run(url, name=name, burst=burst, processes=processes)
 
 
 @cli.group(invoke_without_command=True)
