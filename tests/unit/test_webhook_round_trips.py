@@ -32,7 +32,7 @@ PINNED = [
     ("/voice/step/choose_method", "menu, offers a method", 3),  # take, offered audit, save
     ("/voice/step/pin", "pin attempt", 8),  # + abuse admit, customer, counter, audit, release
     ("/voice/step/main_menu", "menu", 2),  # take, save
-    ("/voice/step/card_check", "code request", 11),  # + send caps, delivery, rq enqueue
+    ("/voice/step/card_check", "code request", 12),  # + backlog, send caps, delivery, rq enqueue
     ("/voice/poll/sms_code", "hold poll", 3),  # take, delivery status, save
     ("/voice/step/sms_code", "code attempt", 11),
     ("/voice/status", "status callback", 1),  # mark the call over
