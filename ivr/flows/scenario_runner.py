@@ -496,9 +496,7 @@ def _service_redis(url: str | None) -> Any:
     from ivr.runtime import connect_redis
 
     if not url:
-        raise IvrError(
-            "--url needs the service's Redis (REDIS_URL) to isolate scenarios; not set"
-        )
+        raise IvrError("--url needs the service's Redis (REDIS_URL) to isolate scenarios; not set")
     client = connect_redis(url)
     try:
         client.ping()
