@@ -86,6 +86,7 @@ class _Call:
         self.checked = 0  # position in `heard` the next `hear` searches from
         self.log: list[str] = []
         self.trace: list[tuple[str | None, str | None, str, float]] = []
+        self.to_authenticated: float | None = None  # as the service audited it (over HTTP)
         self.to_queue: float | None = None
 
     # -- the player's side --
@@ -93,6 +94,8 @@ class _Call:
     def observe(self, kind: str, line: str) -> None:
         if kind != "request":
             self.log.append(line)
+        elif self.to_authenticated is None and self.run.target.authenticated():
+            self.to_authenticated = self.clock
         if kind == "say":
             text = line.removeprefix("IVR: ")
             self.heard.append(text)
@@ -325,6 +328,10 @@ class InProcess:
             pause_scale=0,
         )
 
+    def authenticated(self) -> bool:
+        """In process the engine trace tells when the caller was authenticated."""
+        return False
+
     def hold(self) -> None:
         _run_jobs(self.redis)
 
@@ -378,8 +385,10 @@ def _latest_code(outbox: Outbox, channel: str) -> str | None:
 
 
 class OverHttp:
-    """A running service (`ivr dev`, or any with its Auth Token): real HTTP, real pauses, the
-    real worker; customers are enrolled in its Redis when it can be reached."""
+    """A running service (`ivr dev`, or a dev or staging one with its Auth Token): real HTTP,
+    real pauses, the real worker. Its Redis must be reachable: the file's customers are enrolled
+    there, and before each scenario what earlier ones left for those customers and the calling
+    numbers is forgotten (`forget_test_identities`), as in process each scenario starts afresh."""
 
     def __init__(self, url: str, settings: Any, state: Any, customers: list[Any]) -> None:
         self.url = url.rstrip("/")
@@ -388,14 +397,16 @@ class OverHttp:
             raise IvrError("TWILIO_AUTH_TOKEN: not set; requests must be signed like Twilio's")
         self.api_token = settings.api_token or (state.api_token if state else None)
         self.outbox = Outbox(Path(state.outbox) if state else settings.outbox)
-        self.settings, self.seen = settings, 0
-        redis_url = settings.redis_url or (state.redis_url if state else None)
-        if customers and redis_url:
+        self.settings, self.seen, self.customers = settings, 0, customers
+        self.redis = _service_redis(settings.redis_url or (state.redis_url if state else None))
+        self.sids: set[str] = set()
+        self.audit_cursor = "0-0"
+        if customers:
             from ivr.devserver import DemoCustomer, customer_record
-            from ivr.runtime import connect_redis, make_hasher
+            from ivr.runtime import make_hasher
             from ivr.store.customers import RedisCustomerDirectory
 
-            directory = RedisCustomerDirectory(connect_redis(redis_url))
+            directory = RedisCustomerDirectory(self.redis)
             for who in customers:
                 if directory.get(who.account) is None:
                     demo = DemoCustomer(
@@ -405,7 +416,30 @@ class OverHttp:
                     directory.add(customer_record(demo, make_hasher(settings)))
 
     def start(self, call: _Call) -> None:
+        from ivr.store import keys
+        from ivr.store.test_identities import forget_test_identities
+
+        numbers = {call.scenario.caller, CALLBACK_NUMBER, *(who.phone for who in self.customers)}
+        forget_test_identities(self.redis, [who.account for who in self.customers], numbers)
         self.seen = len(self.outbox.messages())
+        self.sids = set()
+        newest = self.redis.xrevrange(keys.AUDIT, count=1)
+        self.audit_cursor = newest[0][0].decode() if newest else "0-0"
+
+    def authenticated(self) -> bool:
+        """Whether the service has audited a proof of this scenario's calls since last asked:
+        the `authenticate` event with outcome `success`, as the engine trace is not seen."""
+        from ivr.store import keys
+
+        fresh = self.redis.xrange(keys.AUDIT, min=f"({self.audit_cursor}", max="+")
+        if fresh:
+            self.audit_cursor = fresh[-1][0].decode()
+        return any(
+            values.get(b"event") == b"authenticate"
+            and values.get(b"outcome") == b"success"
+            and values.get(b"call_sid", b"").decode() in self.sids
+            for _, values in fresh
+        )
 
     def player(self, call: _Call, caller: str, ring: OutboxMessage | None) -> CallPlayer:
         extra = {"StirVerstat": call.scenario.stir_verstat} if call.scenario.stir_verstat else {}
@@ -419,7 +453,9 @@ class OverHttp:
             }
         else:
             options["extra_params"] = extra
-        return CallPlayer(HttpTransport(), self.url, self.token, **options)
+        player = CallPlayer(HttpTransport(), self.url, self.token, **options)
+        self.sids.add(player.call_sid)
+        return player
 
     def hold(self) -> None:
         """The player really pauses; the service's worker delivers meanwhile."""
@@ -450,6 +486,26 @@ class OverHttp:
         if response.status_code != 201:
             raise _Failed(f"POST /api/service-codes answered {response.status_code}")
         return str(response.json()["code"])
+
+
+def _service_redis(url: str | None) -> Any:
+    """The service's Redis, or a refusal: without it scenarios cannot be isolated from one
+    another, and a run whose scenarios meet each other's lockouts would lie."""
+    import redis
+
+    from ivr.runtime import connect_redis
+
+    if not url:
+        raise IvrError("--url needs the service's Redis (REDIS_URL) to isolate scenarios; not set")
+    client = connect_redis(url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise IvrError(
+            "--url needs the service's Redis to isolate scenarios; REDIS_URL is not "
+            f"reachable from here ({type(exc).__name__})"
+        ) from None
+    return client
 
 
 class _Run:
@@ -508,6 +564,7 @@ def _play(
         result.failure = str(exc)
     result.transcript = call.log
     result.to_queue = call.to_queue
+    result.to_authenticated = call.to_authenticated
     for source, field_name, step, at in call.trace:
         result.steps.add(step)
         if source is not None and field_name is not None:
@@ -683,7 +740,13 @@ def run_tests(
 
 @click.command("test")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
-@click.option("--url", help="Play against a running service at this base URL, over HTTP.")
+@click.option(
+    "--url",
+    help="Play against a running dev or staging service at this base URL, over HTTP. Needs "
+    "its Redis (REDIS_URL): before each scenario the test customers' and calling numbers' "
+    "failure counts, abuse windows and send caps are deleted there. Never point it at "
+    "production.",
+)
 @click.option(
     "--min-coverage",
     type=click.FloatRange(0, 100),

@@ -9,11 +9,10 @@ the outbox the worker delivers to, and asks the API for service codes.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from tests.integration.conftest import FLOWS_DIR, WebProcess, service_env
 
@@ -32,12 +31,6 @@ def flows_test(url: str, env: dict[str, str], cwd: Path) -> subprocess.Completed
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="over --url the scenarios share the service's Redis: the failed attempts of earlier "
-    "scenarios trip the account lockout, the calling-number abuse limit and the send caps of "
-    "later ones (in process each scenario gets a fresh Redis); not fixed yet",
-)
 def test_the_shipped_scenarios_pass_against_the_running_stack(
     web_factory, worker_factory, redis_url: str, tmp_path: Path
 ) -> None:
@@ -53,5 +46,9 @@ def test_the_shipped_scenarios_pass_against_the_running_stack(
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     scenarios = SCENARIOS.read_text(encoding="utf-8").count("\n  - name: ")
+    assert scenarios == 20
     assert f"{scenarios} scenario(s) passed, 0 failed" in output, output
+    # Caller time to the first proof, from the service's audit trail as in process.
+    pin_caller = next(line for line in output.splitlines() if "a PIN caller reaches" in line)
+    assert re.search(r"authenticated \d+\.\d s, queue \d+\.\d s", pin_caller), pin_caller
     assert "coverage is measured in process only" in output
