@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench import kinds
-from bench.ramp import StepResult
+from bench.ramp import Cpu, StepResult
 from bench.report import percentile
 
 ARGON2_KINDS = (kinds.PIN, kinds.PASSCODE)  # one argon2 verification each, right or wrong
@@ -55,7 +55,8 @@ class Summary:
     why_not: str | None
 
 
-def summarise(step: StepResult, argon2_seconds: float, p99_limit_ms: float) -> Summary:
+def summarise(step: StepResult, idle: Cpu, argon2_seconds: float, p99_limit_ms: float) -> Summary:
+    """`idle`: the services' CPU per second with no calls, left out of the CPU figures."""
     window = step.in_window()
     seconds = step.window[1] - step.window[0]
     rows = _rows(window)
@@ -73,7 +74,14 @@ def summarise(step: StepResult, argon2_seconds: float, p99_limit_ms: float) -> S
     failed = [c for c in step.calls if c.problem is not None]
     ended = len(step.calls)
     per_ended, per_live = _redis_bytes(step)
-    cpu, gen = step.cpu_step, step.cpu_window
+    gen, spent = step.cpu_window, step.cpu_step
+    cpu = Cpu(
+        spent.at,
+        max(0.0, spent.web - idle.web * spent.at),
+        max(0.0, spent.worker - idle.worker * spent.at),
+        max(0.0, spent.redis - idle.redis * spent.at),
+        spent.generator,
+    )
     why_not = _why_not(step, rows, failed, p99_limit_ms, window)
     return Summary(
         lines=step.pacing.lines,

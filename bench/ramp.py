@@ -116,6 +116,16 @@ class Target:
         )
 
 
+def idle_rates(target: Target, seconds: float) -> Cpu:
+    """CPU seconds per second the services spend with no call at all (gunicorn's and rq's own
+    loops), to leave out of the per-webhook and per-text figures."""
+    with closing(connect_redis(target.redis_url)) as redis:
+        start = target.cpu(redis)
+        time.sleep(seconds)
+        spent = target.cpu(redis).minus(start)
+    return Cpu(1.0, spent.web / spent.at, spent.worker / spent.at, spent.redis / spent.at, 0.0)
+
+
 def plans_from(first: int, count: int) -> list[CallPlan]:
     return [MIX[i % len(MIX)](i) for i in range(first, first + count)]
 

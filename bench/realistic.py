@@ -28,7 +28,7 @@ from bench.capacity import step_lines, summarise, summary_lines
 from bench.cli import EXIT_INTERRUPTED, environment_settings, failed
 from bench.loopback import Recorder
 from bench.plans import FLOW_NAME, MIX, check_flow
-from bench.ramp import MIN_CALL_SECONDS, Pacing, Target, plans_from, run_step
+from bench.ramp import MIN_CALL_SECONDS, Pacing, Target, idle_rates, plans_from, run_step
 from bench.report import cpu_model, package_version
 from bench.stack import FLOWS_DIR, procfile_services
 from bench.texts import Texts
@@ -44,6 +44,7 @@ DEFAULT_STEPS = "250,500,750,1000,1250,1500,2000,2500,3000,3500,4000"
 # cap and the global failure alert would otherwise be what a long run measures.
 LIMITS_RAISED = {"IVR_SEND_LIMIT_PREFIX": "100000", "IVR_ABUSE_GLOBAL_FAILURES": "1000000"}
 QUICK = {"steps": "2,4", "ramp": 1.0, "steady": 8.0, "drain": 60.0, "time_scale": 0.05}
+IDLE_SECONDS, QUICK_IDLE_SECONDS = 10.0, 3.0
 
 
 def _steps(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -146,10 +147,17 @@ def realistic(
         sys.exit(failed(str(exc)))
     caller_time = CallerTime(wpm, answer_seconds, key_seconds, time_scale)
     paces = [Pacing(n, ramp, steady, drain, caller_time) for n in counts]
-    sys.exit(run(paces, list(serve_options), p99_ms, settings))
+    idle = QUICK_IDLE_SECONDS if quick else IDLE_SECONDS
+    sys.exit(run(paces, list(serve_options), p99_ms, settings, idle))
 
 
-def run(paces: list[Pacing], serve_options: list[str], p99_ms: float, settings: Settings) -> int:
+def run(
+    paces: list[Pacing],
+    serve_options: list[str],
+    p99_ms: float,
+    settings: Settings,
+    idle_seconds: float = IDLE_SECONDS,
+) -> int:
     """0: at least one step held; 1: none did; 2: could not run; 130: interrupted."""
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
@@ -166,11 +174,17 @@ def run(paces: list[Pacing], serve_options: list[str], p99_ms: float, settings: 
                 print(line)
             print(
                 f"serving     {stack.base_url} (gunicorn master pid {stack.web.pid}); worker "
-                f"pid {stack.worker.pid}\n",
+                f"pid {stack.worker.pid}",
                 flush=True,
             )
             target = Target(
                 stack.base_url, auth_token, stack.redis_url, (stack.web.pid, stack.worker.pid)
+            )
+            idle = idle_rates(target, idle_seconds)
+            print(
+                f"idle CPU    web {idle.web * 1000:.1f} ms/s, worker {idle.worker * 1000:.1f} "
+                f"ms/s, redis {idle.redis * 1000:.1f} ms/s with no calls (left out below)\n",
+                flush=True,
             )
             texts, recorder = Texts(stack.outbox), Recorder(kinds.step_kinds(flow))
             summaries, first = [], 0
@@ -179,7 +193,7 @@ def run(paces: list[Pacing], serve_options: list[str], p99_ms: float, settings: 
                 step = run_step(target, pacing, plans_from(first, count), hasher, texts, recorder)
                 first += count
                 recorder.timed.clear()
-                summary = summarise(step, argon2_seconds, p99_ms)
+                summary = summarise(step, idle, argon2_seconds, p99_ms)
                 summaries.append(summary)
                 lines = step_lines(number, len(paces), summary, pacing.ramp, pacing.steady)
                 print("\n".join(lines), flush=True)
