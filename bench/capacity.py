@@ -51,6 +51,7 @@ class Summary:
     generator_ms_per_webhook: float
     redis_bytes_per_live: float | None
     redis_bytes_per_ended: float | None
+    service_cores_per_1000_live: float  # web + worker + redis CPU in the steady window
     held: bool
     why_not: str | None
 
@@ -107,9 +108,22 @@ def summarise(step: StepResult, idle: Cpu, argon2_seconds: float, p99_limit_ms: 
         generator_ms_per_webhook=gen.generator * 1000 / max(1, len(window)),
         redis_bytes_per_live=per_live,
         redis_bytes_per_ended=per_ended,
+        service_cores_per_1000_live=_cores_per_1000(gen, sum(lives) / len(lives)),
         held=why_not is None,
         why_not=why_not,
     )
+
+
+def _cores_per_1000(window: Cpu, live: float) -> float:
+    if window.at <= 0 or live <= 0:
+        return 0.0
+    return (window.web + window.worker + window.redis) / window.at / live * 1000
+
+
+def cpu_bound(summary: Summary, cores: int) -> float | None:
+    """Live calls `cores` would hold if the services' CPU were the only limit (no generator)."""
+    per_call = summary.service_cores_per_1000_live / 1000
+    return cores / per_call if per_call > 0 else None
 
 
 def _rows(window: Sequence) -> list[KindRow]:
@@ -190,6 +204,8 @@ def step_lines(number: int, total: int, s: Summary, ramp: float, steady: float) 
         f"  redis memory {_bytes(s.redis_bytes_per_live)} per live call "
         f"({_bytes(s.redis_bytes_per_ended)} kept per ended call); load generator "
         f"{s.generator_cores:.2f} of a core ({s.generator_ms_per_webhook:.2f} ms/webhook)",
+        f"  services' CPU {s.service_cores_per_1000_live:.2f} cores per 1,000 live calls "
+        "(web + worker + redis, steady window)",
         *(f"  e.g. {problem}" for problem in s.problems),
         f"  {'HELD' if s.held else 'NOT HELD: ' + str(s.why_not)}",
     ]
@@ -200,7 +216,7 @@ def _bytes(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f} B"
 
 
-def summary_lines(steps: list[Summary], p99_limit_ms: float) -> list[str]:
+def summary_lines(steps: list[Summary], p99_limit_ms: float, cores: int) -> list[str]:
     held = [s for s in steps if s.held]
     best = max(held, key=lambda s: s.lines) if held else None
     lines = [""]
@@ -213,6 +229,15 @@ def summary_lines(steps: list[Summary], p99_limit_ms: float) -> list[str]:
             f"held: {best.lines} concurrent live calls with every webhook kind's p99 <= "
             f"{p99_limit_ms:g} ms and every call as scripted{after}"
         )
+    if steps:
+        last = steps[-1]
+        bound = cpu_bound(last, cores)
+        if bound is not None:
+            lines.append(
+                f"by CPU alone ({last.lines} callers' step, the load generator left out), "
+                f"{cores} cores would hold about {bound:,.0f} live calls: a ceiling that does "
+                "not depend on what else the machine runs"
+            )
     sms_step = next((s for s in steps if s.sms_per_s >= TARGET_SMS_PER_S), None)
     lines.append("targets (issue 9; CPU figures at the largest step that held):")
     lines.append(

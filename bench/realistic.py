@@ -43,7 +43,6 @@ DEFAULT_STEPS = "250,500,750,1000,1250,1500,2000,2500,3000,3500,4000"
 # Every benchmark phone is +1 and one call in four fails twice by design: the per-prefix send
 # cap and the global failure alert would otherwise be what a long run measures.
 LIMITS_RAISED = {"IVR_SEND_LIMIT_PREFIX": "100000", "IVR_ABUSE_GLOBAL_FAILURES": "1000000"}
-QUICK = {"steps": "2,4", "ramp": 1.0, "steady": 8.0, "drain": 60.0, "time_scale": 0.05}
 IDLE_SECONDS, QUICK_IDLE_SECONDS = 10.0, 3.0
 
 
@@ -58,7 +57,9 @@ def _steps(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
 
 
 @click.command()
-@click.option("--steps", default=DEFAULT_STEPS, show_default=True, help="callers per step")
+@click.option(
+    "--steps", default=DEFAULT_STEPS, show_default=True, callback=_steps, help="callers per step"
+)
 @click.option(
     "--ramp",
     type=click.FloatRange(min=0),
@@ -121,9 +122,13 @@ def _steps(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     multiple=True,
     help="added to `ivr serve`, e.g. --serve-option=--workers=3",
 )
-@click.option("--quick", is_flag=True, help=f"a tiny run for the tests: {QUICK}")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="a tiny run for the tests: --steps 2,4 --ramp 1 --steady 8 --drain 60 --time-scale 0.05",
+)
 def realistic(
-    steps: str,
+    steps: list[int],
     ramp: float,
     steady: float,
     drain: float,
@@ -138,15 +143,14 @@ def realistic(
     """Capacity with callers who take as long as people (issue 9): ramps callers in steps until a
     webhook kind's p99 passes --p99-ms; prints what each step measured and the largest that held."""
     if quick:
-        steps, ramp, steady, drain = QUICK["steps"], QUICK["ramp"], QUICK["steady"], QUICK["drain"]
-        time_scale = float(QUICK["time_scale"])
-    counts = _steps(click.get_current_context(), None, steps)  # type: ignore[arg-type]
+        steps = [2, 4]
+        ramp, steady, drain, time_scale = 1.0, 8.0, 60.0, 0.05
     try:
         settings = environment_settings()
     except SettingsError as exc:
         sys.exit(failed(str(exc)))
     caller_time = CallerTime(wpm, answer_seconds, key_seconds, time_scale)
-    paces = [Pacing(n, ramp, steady, drain, caller_time) for n in counts]
+    paces = [Pacing(n, ramp, steady, drain, caller_time) for n in steps]
     idle = QUICK_IDLE_SECONDS if quick else IDLE_SECONDS
     sys.exit(run(paces, list(serve_options), p99_ms, settings, idle))
 
@@ -199,7 +203,7 @@ def run(
                 print("\n".join(lines), flush=True)
                 if not summary.held:
                     break
-            print("\n".join(summary_lines(summaries, p99_ms)))
+            print("\n".join(summary_lines(summaries, p99_ms, len(os.sched_getaffinity(0)))))
             return 0 if any(s.held for s in summaries) else 1
     except KeyboardInterrupt:
         print("interrupted; everything it started is stopped", file=sys.stderr)
@@ -239,7 +243,7 @@ def header(
         f"{platform.platform()}; cpu {cpu_model() or '?'}",
         f"cpus        {os.cpu_count()} (usable {len(os.sched_getaffinity(0))}); load average "
         f"at start {load} (other work on the machine shares these cores)",
-        f"services    ivr serve {' '.join(serve_options)} (gunicorn "
+        f"services    {' '.join(['ivr serve', *serve_options])} (gunicorn "
         f"{package_version('gunicorn')}) + ivr worker (rq {package_version('rq')}), as the "
         f"Procfile; private redis-server, no persistence",
         f"argon2id    time_cost={settings.argon2_time_cost} memory={settings.argon2_memory_kib} "

@@ -58,5 +58,7 @@ def test_the_realistic_mode_reports_every_figure(tmp_path: Path) -> None:
     assert re.search(rf"worker CPU {NUMBER} ms/text", output)
     assert re.search(rf"redis memory -?{NUMBER} B per live call", output)
     assert re.search(rf"load generator {NUMBER} of a core", output)
+    assert re.search(rf"services' CPU {NUMBER} cores per 1,000 live calls", output)
     assert re.search(r"^held: 4 concurrent live calls", output, re.M), output
+    assert re.search(rf"[0-9]+ cores would hold about {NUMBER} live calls", output)
     assert "concurrent realistic calls >= 2500" in output
