@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench import kinds
-from bench.ramp import Cpu, StepResult
+from bench.loopback import Timed
+from bench.ramp import Cpu, Ended, StepResult
 from bench.report import percentile
 
 ARGON2_KINDS = (kinds.PIN, kinds.PASSCODE)  # one argon2 verification each, right or wrong
@@ -126,8 +127,8 @@ def cpu_bound(summary: Summary, cores: int) -> float | None:
     return cores / per_call if per_call > 0 else None
 
 
-def _rows(window: Sequence) -> list[KindRow]:
-    by_kind: dict[str, list] = {}
+def _rows(window: Sequence[Timed]) -> list[KindRow]:
+    by_kind: dict[str, list[Timed]] = {}
     for timed in window:
         by_kind.setdefault(timed.kind, []).append(timed)
     rows = []
@@ -159,7 +160,11 @@ def _redis_bytes(step: StepResult) -> tuple[float | None, float | None]:
 
 
 def _why_not(
-    step: StepResult, rows: list[KindRow], failed: list, limit_ms: float, window: Sequence
+    step: StepResult,
+    rows: list[KindRow],
+    failed: list[Ended],
+    limit_ms: float,
+    window: Sequence[Timed],
 ) -> str | None:
     if not window:
         return "no webhook answered in the steady window"
