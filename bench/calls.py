@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from bench.plans import SMS_CODE_STEP, CallPlan, CodeFromOutbox, RequestCode, ScriptItem
-from ivr.outbox import Outbox
+from bench.texts import Texts
 from ivr.simulator import (
     CallerInput,
     CallPlayer,
@@ -21,7 +22,6 @@ from ivr.simulator import (
     Sent,
     TimedTransport,
 )
-from ivr.simulator.phone import CODE_IN_TEXT
 
 CODE_READ_TIMEOUT_S = 2.0  # the text is in the outbox before the IVR asks for the code
 
@@ -36,17 +36,31 @@ class CallerScript:
     `RequestCode` starts the hold clock; `CodeFromOutbox` stops it and keys in the newest code
     texted to the phone since the call started. The phone is this call's customer's alone, so
     that text is this call's code: the benchmark needs no knowledge of how codes rest.
+
+    `pace(answer)` runs just before each answer goes back (a realistic caller takes time to
+    answer: bench.caller_time), outside the hold clock; `listened()` is the caller's time spent
+    hearing prompts so far, which the hold leaves out (the hold prompt is not silence).
     """
 
-    def __init__(self, plan: CallPlan, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        plan: CallPlan,
+        texts: Texts,
+        pace: Callable[[CallerInput], None] = lambda answer: None,
+        listened: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self.inputs = plan.inputs
-        self.outbox = outbox
+        self.texts = texts
+        self.pace = pace
+        self.listened = listened
         self.started_at = time.time()  # wall clock, comparable with OutboxMessage.at
         self.hold_seconds: float | None = None  # choice sent -> code prompt
         self.delivery_seconds: float | None = None  # choice sent -> text in the outbox
         self._next = 0
         self._chose_at = 0.0  # wall clock
         self._chose_perf: float | None = None
+        self._chose_listened = 0.0
+        self.chose_monotonic: float | None = None  # when an SMS caller chose the text
 
     @property
     def remaining(self) -> tuple[ScriptItem, ...]:
@@ -62,11 +76,17 @@ class CallerScript:
         item = self.inputs[self._next]
         self._next += 1
         if isinstance(item, RequestCode):
+            self.pace(item.keys)
             self._chose_perf = time.perf_counter()
             self._chose_at = time.time()
+            self._chose_listened = self.listened()
+            self.chose_monotonic = time.monotonic()
             return item.keys
         if isinstance(item, CodeFromOutbox):
-            return self._key_in_code(item.phone, gather, heard_so_far)
+            keys = self._key_in_code(item.phone, gather, heard_so_far)
+            self.pace(keys)
+            return keys
+        self.pace(item)
         return item
 
     def _key_in_code(self, phone: str, gather: Gather, heard: list[str]) -> Keys:
@@ -74,24 +94,16 @@ class CallerScript:
             last = heard[-1] if heard else "(nothing)"
             raise ScriptError(f"expected the code prompt ({SMS_CODE_STEP}), heard {last!r}")
         if self._chose_perf is not None:
-            self.hold_seconds = time.perf_counter() - self._chose_perf
+            listening = self.listened() - self._chose_listened
+            self.hold_seconds = time.perf_counter() - self._chose_perf - listening
         deadline = time.monotonic() + CODE_READ_TIMEOUT_S
-        while (found := self._newest_code(phone)) is None:
+        while (found := self.texts.newest_code(phone, self.started_at)) is None:
             if time.monotonic() >= deadline:
                 raise ScriptError(f"no code texted to {phone} since the call started")
             time.sleep(0.05)
         code, sent_at = found
         self.delivery_seconds = sent_at - self._chose_at
         return Keys(code + "#")
-
-    def _newest_code(self, phone: str) -> tuple[str, float] | None:
-        """(code, sent at) of the newest text to `phone` since the call started."""
-        for message in reversed(self.outbox.since(self.started_at)):
-            if message.channel == "sms" and message.to == phone:
-                found = CODE_IN_TEXT.search(message.body)
-                if found is not None:
-                    return found.group(1), message.at
-        return None
 
 
 def check_call(plan: CallPlan, result: CallResult, script: CallerScript) -> str | None:
@@ -142,7 +154,7 @@ def play_calls(
     concurrency: int,
     base_url: str,
     auth_token: str,
-    outbox: Outbox,
+    texts: Texts,
     max_seconds: float,
 ) -> RunResult:
     """Calls not yet started when `max_seconds` runs out (or on an interrupt) are skipped."""
@@ -160,7 +172,7 @@ def play_calls(
         player = CallPlayer(
             transport, base_url, auth_token, from_number=plan.from_number, pause_scale=1.0
         )
-        script = CallerScript(plan, outbox)
+        script = CallerScript(plan, texts)
         result: CallResult | None = None
         try:
             result = player.play(script)

@@ -19,9 +19,9 @@ from bench.calls import play_calls
 from bench.plans import FLOW_NAME, CallPlan, calls_within, check_flow, plan_calls, seed_customers
 from bench.report import header, report
 from bench.stack import FLOWS_DIR, services
+from bench.texts import Texts
 from ivr.errors import IvrError, SettingsError
 from ivr.flows.loader import load_flow
-from ivr.outbox import Outbox
 from ivr.runtime import connect_redis, make_hasher
 from ivr.settings import ENV_NAMES, Settings
 from ivr.store.server import tail
@@ -105,7 +105,7 @@ def run(
             )
             print(flush=True)
             result = play_calls(
-                plans, concurrency, stack.base_url, auth_token, Outbox(stack.outbox), max_seconds
+                plans, concurrency, stack.base_url, auth_token, Texts(stack.outbox), max_seconds
             )
             lines, within = report(result, concurrency, kinds.step_kinds(flow))
             print("\n".join(lines))

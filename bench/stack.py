@@ -9,6 +9,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -99,15 +100,44 @@ class Services:
 @contextlib.contextmanager
 def services(workdir: Path, web_workers: int, auth_token: str) -> Iterator[Services]:
     """All three started and ready; all stopped on the way out, whatever happened."""
+    with _services(workdir, auth_token, lambda bind: web_command(bind, web_workers), {}) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def procfile_services(
+    workdir: Path, auth_token: str, serve_options: list[str], extra_env: dict[str, str]
+) -> Iterator[Services]:
+    """The Procfile's two processes as it runs them: `ivr serve` (which execs gunicorn, so its
+    pid is the gunicorn master's) with whatever worker count and class it picks, and `ivr
+    worker`; `serve_options` are added to `ivr serve`'s command line."""
+
+    def serve(bind: str) -> list[str]:
+        host, port = bind.rsplit(":", 1)
+        ivr = [sys.executable, "-m", "ivr"]
+        return [*ivr, "serve", "--host", host, "--port", port, *serve_options]
+
+    with _services(workdir, auth_token, serve, extra_env) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def _services(
+    workdir: Path,
+    auth_token: str,
+    web_argv: Callable[[str], list[str]],
+    extra_env: dict[str, str],
+) -> Iterator[Services]:
     with contextlib.ExitStack() as stack:
         redis_url = stack.enter_context(RedisServer(workdir / "redis", persist=False)).url
         outbox = workdir / "outbox.jsonl"
         code_key = secrets.token_hex(16)
 
         def env_for(base_url: str) -> dict[str, str]:
-            return service_env(redis_url, base_url, auth_token, code_key, outbox)
+            env = service_env(redis_url, base_url, auth_token, code_key, outbox)
+            return env | extra_env
 
-        web, base_url = start_web(web_workers, env_for, workdir)
+        web, base_url = start_web(web_argv, env_for, workdir)
         stack.enter_context(web)
         name = f"ivr-bench-{secrets.token_hex(6)}"
         worker = Child(
@@ -145,13 +175,13 @@ def service_env(
 
 
 def start_web(
-    workers: int, env_for: Callable[[str], dict[str, str]], workdir: Path
+    web_argv: Callable[[str], list[str]], env_for: Callable[[str], dict[str, str]], workdir: Path
 ) -> tuple[Child, str]:
     """gunicorn on a free loopback port, once a worker answers; another port if it was taken."""
     for attempt in range(1, BIND_ATTEMPTS + 1):
         port = find_free_port()
         base_url = f"http://{LOOPBACK}:{port}"
-        argv = web_command(f"{LOOPBACK}:{port}", workers)
+        argv = web_argv(f"{LOOPBACK}:{port}")
         web = Child(argv, env_for(base_url), workdir, workdir / "gunicorn.log")
         try:
             wait_answering(web, port)
