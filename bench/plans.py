@@ -153,9 +153,40 @@ MIX: tuple[Callable[[int], CallPlan], ...] = (
 )
 
 
-def plan_calls(count: int) -> list[CallPlan]:
+#: The scripts by the name `--mix` gives them.
+SCRIPTS: dict[str, Callable[[int], CallPlan]] = {
+    "pin": pin_success,
+    "passcode": passcode_success,
+    "failures": two_failures,
+    "sms": sms_step_up,
+}
+
+
+def parse_mix(text: str) -> tuple[Callable[[int], CallPlan], ...]:
+    """`pin=1,sms=3`: the scripts in those proportions, in round-robin order.
+
+    Raises:
+        ValueError: an unknown script name or a weight that is not a whole number from 0 to 20.
+    """
+    weights: dict[str, int] = {}
+    for part in text.split(","):
+        name, _, weight = part.strip().partition("=")
+        if name not in SCRIPTS or not weight.isdigit() or int(weight) > 20:
+            raise ValueError(
+                f"{part.strip()!r}: write NAME=WEIGHT, NAME one of {', '.join(SCRIPTS)}"
+            )
+        weights[name] = int(weight)
+    mix = [SCRIPTS[name] for name, weight in weights.items() for _ in range(weight)]
+    if not mix:
+        raise ValueError("every weight is 0: give at least one script a weight")
+    return tuple(mix)
+
+
+def plan_calls(
+    count: int, first: int = 0, mix: Sequence[Callable[[int], CallPlan]] = MIX
+) -> list[CallPlan]:
     """Round-robin over the mix; a longer plan starts with a shorter one."""
-    return [MIX[i % len(MIX)](i) for i in range(count)]
+    return [mix[i % len(mix)](i) for i in range(first, first + count)]
 
 
 def calls_within(plans: Sequence[CallPlan], texts: int) -> int:

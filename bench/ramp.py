@@ -21,7 +21,7 @@ from redis import Redis
 from bench.caller_time import CallerTime
 from bench.calls import CallerScript, Hold, check_call
 from bench.loopback import LoopbackTransport, Recorder, Timed
-from bench.plans import MIX, CallPlan, seed_customers
+from bench.plans import CallPlan, seed_customers
 from bench.procstat import own_cpu, tree_cpu
 from bench.texts import Texts
 from ivr.auth.knowledge import SecretHasher
@@ -124,10 +124,6 @@ def idle_rates(target: Target, seconds: float) -> Cpu:
         time.sleep(seconds)
         spent = target.cpu(redis).minus(start)
     return Cpu(1.0, spent.web / spent.at, spent.worker / spent.at, spent.redis / spent.at, 0.0)
-
-
-def plans_from(first: int, count: int) -> list[CallPlan]:
-    return [MIX[i % len(MIX)](i) for i in range(first, first + count)]
 
 
 def run_step(

@@ -17,6 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
@@ -27,8 +28,8 @@ from bench.caller_time import KEY_SECONDS, CallerTime
 from bench.capacity import step_lines, summarise, summary_lines
 from bench.cli import EXIT_INTERRUPTED, environment_settings, failed
 from bench.loopback import Recorder
-from bench.plans import FLOW_NAME, MIX, check_flow
-from bench.ramp import MIN_CALL_SECONDS, Pacing, Target, idle_rates, plans_from, run_step
+from bench.plans import FLOW_NAME, MIX, CallPlan, check_flow, parse_mix, plan_calls
+from bench.ramp import MIN_CALL_SECONDS, Pacing, Target, idle_rates, run_step
 from bench.report import cpu_model, package_version
 from bench.stack import FLOWS_DIR, procfile_services
 from bench.texts import Texts
@@ -123,6 +124,13 @@ def _steps(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     help="added to `ivr serve`, e.g. --serve-option=--workers=3",
 )
 @click.option(
+    "--mix",
+    "mix_text",
+    default="pin=1,passcode=1,failures=1,sms=1",
+    show_default=True,
+    help="the call scripts in proportion, round-robin; e.g. sms=1 for texts only",
+)
+@click.option(
     "--quick",
     is_flag=True,
     help="a tiny run for the tests: --steps 2,4 --ramp 1 --steady 8 --drain 60 --time-scale 0.05",
@@ -138,6 +146,7 @@ def realistic(
     time_scale: float,
     p99_ms: float,
     serve_options: tuple[str, ...],
+    mix_text: str,
     quick: bool,
 ) -> None:
     """Capacity with callers who take as long as people (issue 9): ramps callers in steps until a
@@ -146,13 +155,17 @@ def realistic(
         steps = [2, 4]
         ramp, steady, drain, time_scale = 1.0, 8.0, 60.0, 0.05
     try:
+        mix = parse_mix(mix_text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--mix") from None
+    try:
         settings = environment_settings()
     except SettingsError as exc:
         sys.exit(failed(str(exc)))
     caller_time = CallerTime(wpm, answer_seconds, key_seconds, time_scale)
     paces = [Pacing(n, ramp, steady, drain, caller_time) for n in steps]
     idle = QUICK_IDLE_SECONDS if quick else IDLE_SECONDS
-    sys.exit(run(paces, list(serve_options), p99_ms, settings, idle))
+    sys.exit(run(paces, list(serve_options), p99_ms, settings, idle, mix))
 
 
 def run(
@@ -161,6 +174,7 @@ def run(
     p99_ms: float,
     settings: Settings,
     idle_seconds: float = IDLE_SECONDS,
+    mix: Sequence[Callable[[int], CallPlan]] = MIX,
 ) -> int:
     """0: at least one step held; 1: none did; 2: could not run; 130: interrupted."""
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
@@ -174,7 +188,7 @@ def run(
             tempfile.TemporaryDirectory(prefix="ivr-bench-") as tmp,
             procfile_services(Path(tmp), auth_token, serve_options, LIMITS_RAISED) as stack,
         ):
-            for line in header(paces[0], serve_options, settings, argon2_seconds):
+            for line in header(paces[0], serve_options, settings, argon2_seconds, mix):
                 print(line)
             print(
                 f"serving     {stack.base_url} (gunicorn master pid {stack.web.pid}); worker "
@@ -194,7 +208,9 @@ def run(
             summaries, first = [], 0
             for number, pacing in enumerate(paces, 1):
                 count = budget(pacing)
-                step = run_step(target, pacing, plans_from(first, count), hasher, texts, recorder)
+                step = run_step(
+                    target, pacing, plan_calls(count, first, mix), hasher, texts, recorder
+                )
                 first += count
                 recorder.timed.clear()
                 summary = summarise(step, idle, argon2_seconds, p99_ms)
@@ -233,7 +249,11 @@ def argon2_cost(hasher: SecretHasher) -> float:
 
 
 def header(
-    pacing: Pacing, serve_options: list[str], settings: Settings, argon2_seconds: float
+    pacing: Pacing,
+    serve_options: list[str],
+    settings: Settings,
+    argon2_seconds: float,
+    mix: Sequence[Callable[[int], CallPlan]],
 ) -> list[str]:
     model = pacing.caller_time
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -252,7 +272,7 @@ def header(
         f"start answering, {model.key_seconds:g} s a key, speech at {model.wpm} wpm"
         + (f", all times {model.scale:g}" if model.scale != 1 else "")
         + "; holds wait out each <Pause>",
-        "mix         " + ", ".join(make(0).label for make in MIX) + f" (flow {FLOW_NAME}), "
+        "mix         " + ", ".join(make(0).label for make in mix) + f" (flow {FLOW_NAME}), "
         "each call its own customer and calling number",
         "raised      " + ", ".join(f"{k}={v}" for k, v in LIMITS_RAISED.items()),
         "",

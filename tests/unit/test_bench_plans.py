@@ -4,7 +4,9 @@ call's phone is that call's code (the benchmark needs no knowledge of how codes 
 
 from collections import Counter
 
-from bench.plans import CodeFromOutbox, calls_within, plan_calls
+import pytest
+
+from bench.plans import CodeFromOutbox, calls_within, parse_mix, plan_calls
 from ivr.settings import Settings
 from ivr.simulator import Keys
 
@@ -54,3 +56,16 @@ def test_a_run_stays_within_the_production_send_caps() -> None:
     allowed = calls_within(plan_calls(1000), prefix_cap)
     assert sum(plan.texts for plan in plan_calls(allowed)) == prefix_cap
     assert sum(plan.texts for plan in plan_calls(allowed + 1)) == prefix_cap + 1
+
+
+def test_a_mix_plays_the_scripts_in_its_proportions_with_customers_of_their_own() -> None:
+    plans = plan_calls(40, 100, parse_mix("pin=1,sms=3"))
+    assert Counter(plan.label for plan in plans) == {"sms step-up": 30, "pin success": 10}
+    assert len({plan.customer.account for plan in plans}) == 40
+    assert plans[0].customer.account == "40000100"
+
+
+@pytest.mark.parametrize("text", ["bogus=1", "sms", "sms=x", "sms=21", "pin=0,sms=0"])
+def test_a_mix_it_cannot_read_is_refused_saying_how_to_write_one(text: str) -> None:
+    with pytest.raises(ValueError, match=r"NAME=WEIGHT|at least one"):
+        parse_mix(text)
