@@ -1,4 +1,4 @@
-"""How long a person takes: the simulator's caller-time model (ivr.flows.scenario_runner, the
+"""How long a person takes: the simulator's caller-time model (ivr.flows.caller_time, the
 one `ivr flows test` reports), lived in real time instead of added up.
 
 Every prompt is heard in full at `wpm` words a minute (a first-time caller does not barge in),
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ivr.flows.scenario_runner import ANSWER_SECONDS, WORDS_PER_MINUTE, speech_seconds
+from ivr.flows.caller_time import ANSWER_SECONDS, WORDS_PER_MINUTE, speech_seconds
 from ivr.simulator import CallerInput, Keys, Speech
 
 KEY_SECONDS = 0.3  # a keypress, about three a second on a phone's keypad

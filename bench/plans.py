@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from redis import Redis
 
 from ivr.auth.knowledge import SecretHasher
-from ivr.devserver import DEMO_CUSTOMERS, DemoCustomer, customer_record
+from ivr.dev.customers import DEMO_CUSTOMERS, DemoCustomer, customer_record
 from ivr.flows.schema import AuthenticateStep, Flow
 from ivr.simulator import Keys, Speech
 from ivr.store.customers import RedisCustomerDirectory

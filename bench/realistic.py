@@ -35,8 +35,8 @@ from bench.stack import FLOWS_DIR, procfile_services
 from bench.texts import Texts
 from ivr.auth.knowledge import SecretHasher
 from ivr.errors import IvrError, SettingsError
+from ivr.flows.caller_time import ANSWER_SECONDS, WORDS_PER_MINUTE
 from ivr.flows.loader import load_flow
-from ivr.flows.scenario_runner import ANSWER_SECONDS, WORDS_PER_MINUTE
 from ivr.runtime import make_hasher
 from ivr.settings import Settings
 

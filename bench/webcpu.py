@@ -42,7 +42,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from ivr.app import create_app
-from ivr.devserver import DEMO_CUSTOMERS, customer_record
+from ivr.dev.customers import DEMO_CUSTOMERS, customer_record
 from ivr.flows.schema import AuthenticateStep, IdentifyStep, MenuStep
 from ivr.outbox import Outbox
 from ivr.processes import QUEUE

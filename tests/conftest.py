@@ -20,7 +20,7 @@ from rq import Queue, SimpleWorker
 
 from ivr.app import create_app
 from ivr.auth.possession import CodePolicy, Possession
-from ivr.devserver import DemoCustomer, customer_record
+from ivr.dev.customers import DemoCustomer, customer_record
 from ivr.flows.engine import CallState, Engine
 from ivr.processes import QUEUE
 from ivr.runtime import Runtime

@@ -72,7 +72,7 @@ def _redis() -> Any:
 
 
 def _dev_state() -> Any:
-    from ivr.devserver import DevState
+    from ivr.dev.state import DevState
 
     return DevState.read(DATA_DIR)
 

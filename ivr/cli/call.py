@@ -178,7 +178,7 @@ def _call_target(base_url: str | None, in_process: bool) -> _Target:
         redis_url = settings.redis_url or (state.redis_url if state else None)
         if not redis_url:
             raise IvrError("REDIS_URL: not set; export it or start `ivr dev` for --in-process")
-        from ivr.devserver import dev_secret
+        from ivr.dev.state import dev_secret
 
         # Shared with `ivr dev` through its data directory, so its worker's codes match here.
         DATA_DIR.mkdir(exist_ok=True)

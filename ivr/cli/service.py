@@ -102,7 +102,8 @@ def dev(ctx: click.Context, host: str, port: int, data_dir: Path) -> None:
 def dev_env(data_dir: Path) -> None:
     """Print the running stack's REDIS_URL, TWILIO_AUTH_TOKEN and IVR_API_TOKEN as `export`
     lines: eval "$(ivr dev env)"."""
-    from ivr.devserver import DevState, env_lines
+    from ivr.dev.banner import env_lines
+    from ivr.dev.state import DevState
 
     state = DevState.read(data_dir)
     if state is None:

@@ -32,7 +32,7 @@ class RecordingError(IvrError):
 
 
 def demo_customers() -> list[dict[str, str]]:
-    from ivr.devserver import DEMO_CUSTOMERS
+    from ivr.dev.customers import DEMO_CUSTOMERS
 
     return [
         {

@@ -30,12 +30,7 @@ class Phone:
 
     def latest_code(self) -> str | None:
         """The code in the newest text or email received since the phone was picked up."""
-        for message in reversed(self.outbox.messages()[self._start :]):
-            if message.channel in ("sms", "email"):
-                found = CODE_IN_TEXT.search(message.body)
-                if found:
-                    return found.group(1)
-        return None
+        return newest_code(self.outbox.messages()[self._start :], ("sms", "email"))
 
     def wait_for_call(self, timeout: float = 10.0) -> OutboxMessage | None:
         """The next call back to arrive, waiting up to `timeout` seconds for the worker."""
@@ -56,3 +51,13 @@ def describe(message: OutboxMessage) -> str:
         body = " ".join(message.body.split())
         return f"[email to {message.to}] {message.subject}: {body}"
     return f"[phone {message.to} rings] {message.body}"
+
+
+def newest_code(messages: list[OutboxMessage], channels: tuple[str, ...]) -> str | None:
+    """The code in the newest of `messages` sent on one of `channels`."""
+    for message in reversed(messages):
+        if message.channel in channels:
+            found = CODE_IN_TEXT.search(message.body)
+            if found:
+                return found.group(1)
+    return None

@@ -11,7 +11,7 @@ import redis
 from click.testing import CliRunner
 
 from ivr.cli import cli
-from ivr.devserver import DEMO_AGENTS, DEMO_CUSTOMERS, customer_record, seed_demo_agents
+from ivr.dev.customers import DEMO_AGENTS, DEMO_CUSTOMERS, customer_record, seed_demo_agents
 from ivr.runtime import make_hasher
 from ivr.settings import load_settings
 from ivr.store.agents import AgentDirectory

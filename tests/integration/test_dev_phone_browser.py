@@ -22,7 +22,7 @@ import requests
 from playwright.sync_api import Browser, Page, expect
 
 from ivr.auth.knowledge import SecretHasher
-from ivr.devserver import DEMO_CUSTOMERS, customer_record
+from ivr.dev.customers import DEMO_CUSTOMERS, customer_record
 from ivr.flows.scenario_runner import run_file
 from tests.integration.chromium import launched_chromium
 from tests.integration.conftest import FLOWS_DIR, REPO_ROOT

@@ -34,7 +34,7 @@ def flows_test(url: str, env: dict[str, str], cwd: Path) -> subprocess.Completed
 def test_the_shipped_scenarios_pass_against_the_running_stack(
     web_factory, worker_factory, redis_url: str, tmp_path: Path
 ) -> None:
-    # As in process (scenario_runner.WORKFLOW_SID): enqueued as a task, so the scenarios'
+    # As in process (scenario_inprocess.WORKFLOW_SID): enqueued as a task, so the scenarios'
     # `assurance:` and `attributes:` can be seen in the TwiML.
     outbox = {
         "IVR_OUTBOX": str(tmp_path / "outbox.jsonl"),

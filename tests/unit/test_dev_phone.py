@@ -17,7 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
 
-from ivr.devserver import DEMO_CUSTOMERS, customer_record
+from ivr.dev.customers import DEMO_CUSTOMERS, customer_record
 from ivr.flows.scenario_runner import run_file
 from ivr.outbox import Outbox, OutboxMessage
 from ivr.runtime import runtime as current_runtime
@@ -321,8 +321,8 @@ def test_the_outbox_shows_what_was_sent(web: FlaskClient, outbox_path: Path) -> 
 
 
 def test_the_dev_banner_names_the_phone() -> None:
-    from ivr.devserver import _banner
+    from ivr.dev.banner import banner
 
     said: list[str] = []
-    _banner(said.append, "http://127.0.0.1:8000", [], {})
+    banner(said.append, "http://127.0.0.1:8000", [], {})
     assert "Play a call in the browser: http://127.0.0.1:8000/dev/phone" in said

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from redis.backoff import ExponentialBackoff
 
-from ivr.devserver import MAX_RESTARTS, Child, supervise
+from ivr.dev.supervise import MAX_RESTARTS, Child, supervise
 from ivr.errors import IvrError
 
 FAST = ExponentialBackoff(cap=0.02, base=0.005)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from flask import Flask
 
 from ivr.cli import cli
-from ivr.devserver import FlowWatcher
+from ivr.dev.flow_watcher import FlowWatcher
 from ivr.errors import IvrError
 from ivr.flows.diff import diff_flows
 from ivr.flows.loader import parse_flow

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ivr.auth.knowledge import check_pin
-from ivr.devserver import DEMO_CUSTOMERS
+from ivr.dev.customers import DEMO_CUSTOMERS
 from ivr.errors import WeakSecretError
 from tests.conftest import ALICE, BOB
 

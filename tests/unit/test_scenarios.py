@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from ivr.errors import FlowDefinitionError
-from ivr.flows.scenario_runner import ANSWER_SECONDS, flows_test, run_file, speech_seconds
+from ivr.flows.caller_time import ANSWER_SECONDS, speech_seconds
+from ivr.flows.scenario_runner import flows_test, run_file
 from ivr.flows.scenarios import load_scenarios
 
 REPO = Path(__file__).resolve().parents[2]

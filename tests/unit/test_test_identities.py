@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from ivr.devserver import DemoCustomer
+from ivr.dev.customers import DemoCustomer
 from ivr.errors import IvrError
-from ivr.flows.scenario_runner import OverHttp
+from ivr.flows.scenario_http import OverHttp
 from ivr.runtime import Runtime
 from ivr.settings import load_settings
 from ivr.store import keys
