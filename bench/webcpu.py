@@ -288,9 +288,11 @@ def main() -> int:
             rt: Runtime = app.extensions["ivr"]
             play_calls(app, rt, 5, outbox)  # warm: scripts loaded, flows parsed, imports done
             if args.profile:
-                profiler = cProfile.Profile()
+                profiler = cProfile.Profile(time.process_time)
                 play_calls(app, rt, args.profile, outbox, profiler)
                 stats = pstats.Stats(profiler)
+                if os.environ.get("WEBCPU_PROFILE_DUMP"):
+                    stats.dump_stats(os.environ["WEBCPU_PROFILE_DUMP"])
                 stats.sort_stats("cumulative").print_stats(60)
                 stats.sort_stats("tottime").print_stats(30)
                 return 0

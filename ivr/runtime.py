@@ -14,6 +14,7 @@ from ivr.auth.knowledge import SecretHasher
 from ivr.auth.possession import CodePolicy, Possession
 from ivr.auth.verifier import Verifier
 from ivr.flows.engine import CallState, Engine
+from ivr.flows.render import Templates
 from ivr.flows.schema import Flow
 from ivr.settings import Settings
 from ivr.store.abuse import AbuseGuard
@@ -47,6 +48,9 @@ class Runtime:
     served: ServedFlow  # the published versions; `flow` and `engine` are the file's
     verifier: Verifier
     _engines: dict[str, Engine] = field(default_factory=dict)
+    # The path of each step's answer and poll URL, by script root (`ivr.web.voice._reply`).
+    action_paths: dict[tuple[str, bool, str], str] = field(default_factory=dict)
+    templates: Templates = field(default_factory=Templates)  # of the replies rendered here
 
     def current(self) -> tuple[str, Engine]:
         """The flow version a new call starts on, and its engine."""
