@@ -45,14 +45,13 @@ from ivr.app import create_app
 from ivr.devserver import DEMO_CUSTOMERS, customer_record
 from ivr.flows.schema import AuthenticateStep, IdentifyStep, MenuStep
 from ivr.outbox import Outbox
-from ivr.processes import QUEUE
+from ivr.processes import QUEUE, web_command
 from ivr.runtime import Runtime, connect_redis
 from ivr.settings import ENV_NAMES
 from ivr.simulator import CallPlayer, HttpTransport, Keys, Reply, WsgiTransport
-from ivr.simulator.transport import Transport
 from ivr.simulator import Gather as HeardGather
 from ivr.simulator.phone import CODE_IN_TEXT
-from ivr.processes import web_command
+from ivr.simulator.transport import Transport
 from ivr.store.server import RedisServer, find_free_port, tail
 
 TOKEN = "bench-webcpu-auth-token-0123456789"  # noqa: S105 - a throwaway local server
@@ -396,7 +395,9 @@ def gunicorn_mode(calls: int, repeat: int) -> int:
         f"/proc counts in {tick:g} ms ticks"
     )
     print(f"argon2 at its least cost, taken off each PIN webhook: {pin_cpu * 1000:.3f} ms")
-    for index, ((spent, n, pins), (floor_spent, floor_n)) in enumerate(zip(ours, floor), 1):
+    for index, ((spent, n, pins), (floor_spent, floor_n)) in enumerate(
+        zip(ours, floor, strict=True), 1
+    ):
         print(
             f"round {index}: ours {(spent - pins * pin_cpu) / n * 1000:.3f} ms per webhook "
             f"non-argon2 ({spent / n * 1000:.3f} with it; {n} webhooks, {pins} PIN), "

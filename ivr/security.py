@@ -126,7 +126,9 @@ def _validator(token: str) -> RequestValidator:
     return RequestValidator(token)
 
 
-def _valid(validator: RequestValidator, url: str, form: MultiDict[str, str], signature: str) -> bool:
+def _valid(
+    validator: RequestValidator, url: str, form: MultiDict[str, str], signature: str
+) -> bool:
     """`validator.validate(url, form, signature)`, which computes the signature of the URL
     both with and without its port: the URL as it stands is one of the two, so it is tried
     alone first, and only a mismatch pays for `validate` itself. Accepts exactly what
