@@ -1,6 +1,6 @@
 """Web CPU per webhook, by kind, measured in-process against a real redis-server.
 
-    .venv/bin/python bench/webcpu.py [--calls 200] [--repeat 3] [--profile N]
+    .venv/bin/python bench/webcpu.py [--calls 200] [--repeat 3] [--profile N] [--gunicorn]
 
 Plays whole signed calls of the default flow (account number, PIN, the card menu, "text me a
 code", a hold while the job runs, the code from the outbox, the status callback) through
@@ -13,7 +13,14 @@ same for any Flask app). CPU time, not wall time: the machine may be busy.
 The last table is the same measurement of a minimal Flask app that checks the signature with
 RequestValidator and answers a <Gather> with VoiceResponse: the floor any Twilio webhook in
 Flask pays. PIN and passcode attempts are mostly argon2 (production cost) and are shown apart.
-`--profile N` prints the cProfile of N non-argon2 requests instead.
+`--profile N` prints the cProfile (CPU time) of N calls' non-argon2 requests instead.
+
+`--gunicorn` plays the same calls over HTTP to a real gunicorn started as production starts it
+(`ivr.processes.web_command`, one worker) against a real redis-server, and reads the worker's
+CPU from /proc/<pid>/stat (utime + stime) before and after each round: ms per webhook for this
+app and, on a second gunicorn with the same options measured round about, for the minimal app.
+argon2 runs at its least cost there (IVR_ARGON2_TIME_COST=1, IVR_ARGON2_MEMORY_KIB=1024), and
+what one check costs is measured and taken off each PIN webhook.
 """
 
 from __future__ import annotations
@@ -372,22 +379,25 @@ def gunicorn_mode(calls: int, repeat: int) -> int:
             ours: list[tuple[float, int, int]] = []
             floor: list[tuple[float, int]] = []
             http = HttpTransport()
-            with Gunicorn("ivr.app:create_app()", env, workdir, "gunicorn") as web:
+            # Both servers up at once and measured round about, so a busy spell of the machine
+            # weighs on both alike.
+            with (
+                Gunicorn("ivr.app:create_app()", env, workdir, "gunicorn") as web,
+                Gunicorn(MINIMAL_APP, env, workdir, "minimal") as minimal,
+            ):
                 play_calls(app, rt, 5, outbox, inner=http, base_url=web.base_url)  # warm
+                play_minimal(50, http, minimal.base_url)
                 for _ in range(repeat):
                     client.flushall()  # the send limits of the round before
                     before = web.cpu()
                     cpu = play_calls(app, rt, calls, outbox, inner=http, base_url=web.base_url)
                     spent = web.cpu() - before
                     pins = sum(len(v) for k, v in cpu.items() if k in ARGON2)
-                    ours.append((spent, sum(len(v) for v in cpu.values()), pins))
-            requests = ours[0][1]
-            with Gunicorn(MINIMAL_APP, env, workdir, "minimal") as web:
-                play_minimal(50, http, web.base_url)  # warm
-                for _ in range(repeat):
-                    before = web.cpu()
-                    play_minimal(requests, http, web.base_url)
-                    floor.append((web.cpu() - before, requests))
+                    requests = sum(len(v) for v in cpu.values())
+                    ours.append((spent, requests, pins))
+                    before = minimal.cpu()
+                    play_minimal(requests, http, minimal.base_url)
+                    floor.append((minimal.cpu() - before, requests))
     tick = 1000 / os.sysconf("SC_CLK_TCK")
     print(
         f"web CPU per webhook on gunicorn (1 worker, {ivr_threads()} threads), from /proc utime+"
@@ -401,7 +411,8 @@ def gunicorn_mode(calls: int, repeat: int) -> int:
         print(
             f"round {index}: ours {(spent - pins * pin_cpu) / n * 1000:.3f} ms per webhook "
             f"non-argon2 ({spent / n * 1000:.3f} with it; {n} webhooks, {pins} PIN), "
-            f"minimal app {floor_spent / floor_n * 1000:.3f} ms ({floor_n} requests)"
+            f"minimal app {floor_spent / floor_n * 1000:.3f} ms ({floor_n} requests); "
+            f"ratio {(spent - pins * pin_cpu) / n / (floor_spent / floor_n):.2f}"
         )
     best = min((spent - pins * pin_cpu) / n for spent, n, pins in ours)
     print(
