@@ -1,7 +1,8 @@
 """What the webhook's per-process shortcuts (issue 9, web CPU) must leave exactly as it was.
 
-Each one answers what the slow path answers: the signature shortcut accepts what RequestValidator.validate accepts and nothing else, and a
-request's audit events reach the stream in order, with the save or on their own.
+Each one answers what the slow path answers: the signature shortcut accepts what
+RequestValidator.validate accepts and nothing else, and a request's audit events reach the
+stream in order, with the save or on their own.
 """
 
 from __future__ import annotations
