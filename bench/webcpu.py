@@ -1,6 +1,6 @@
 """Web CPU per webhook, by kind, measured in-process against a real redis-server.
 
-    .venv/bin/python bench/webcpu.py [--calls 200] [--repeat 3] [--profile N]
+    .venv/bin/python bench/webcpu.py [--calls 200] [--repeat 3] [--profile N] [--gunicorn]
 
 Plays whole signed calls of the default flow (account number, PIN, the card menu, "text me a
 code", a hold while the job runs, the code from the outbox, the status callback) through
@@ -13,7 +13,14 @@ same for any Flask app). CPU time, not wall time: the machine may be busy.
 The last table is the same measurement of a minimal Flask app that checks the signature with
 RequestValidator and answers a <Gather> with VoiceResponse: the floor any Twilio webhook in
 Flask pays. PIN and passcode attempts are mostly argon2 (production cost) and are shown apart.
-`--profile N` prints the cProfile of N non-argon2 requests instead.
+`--profile N` prints the cProfile (CPU time) of N calls' non-argon2 requests instead.
+
+`--gunicorn` plays the same calls over HTTP to a real gunicorn started as production starts it
+(`ivr.processes.web_command`, one worker) against a real redis-server, and reads the worker's
+CPU from /proc/<pid>/stat (utime + stime) before and after each round: ms per webhook for this
+app and, on a second gunicorn with the same options measured round about, for the minimal app.
+argon2 runs at its least cost there (IVR_ARGON2_TIME_COST=1, IVR_ARGON2_MEMORY_KIB=1024), and
+what one check costs is measured and taken off each PIN webhook.
 """
 
 from __future__ import annotations
@@ -45,13 +52,14 @@ from ivr.app import create_app
 from ivr.dev.customers import DEMO_CUSTOMERS, customer_record
 from ivr.flows.schema import AuthenticateStep, IdentifyStep, MenuStep
 from ivr.outbox import Outbox
-from ivr.processes import QUEUE
+from ivr.processes import QUEUE, web_command
 from ivr.runtime import Runtime, connect_redis
 from ivr.settings import ENV_NAMES
-from ivr.simulator import CallPlayer, Keys, Reply, WsgiTransport
+from ivr.simulator import CallPlayer, HttpTransport, Keys, Reply, WsgiTransport
 from ivr.simulator import Gather as HeardGather
 from ivr.simulator.phone import CODE_IN_TEXT
-from ivr.store.server import RedisServer
+from ivr.simulator.transport import Transport
+from ivr.store.server import RedisServer, find_free_port, tail
 
 TOKEN = "bench-webcpu-auth-token-0123456789"  # noqa: S105 - a throwaway local server
 CODE_KEY = "bench-webcpu-code-key-0123456789"
@@ -137,8 +145,11 @@ def play_calls(
     outbox: Path,
     profiler: cProfile.Profile | None = None,
     transport: type[CpuTimed] = CpuTimed,
+    inner: Transport | None = None,
+    base_url: str = BASE_URL,
 ) -> dict[str, list[float]]:
-    """`calls` PIN + SMS step-up calls, one customer each (so no limit is ever reached)."""
+    """`calls` PIN + SMS step-up calls, one customer each (so no limit is ever reached), to
+    `app` in-process, or through `inner` (HTTP) to the server at `base_url`."""
     template = DEMO_CUSTOMERS[0]
     enrolled = customer_record(template, rt.hasher)  # hashed once, at the production cost
     pin_steps = {
@@ -147,7 +158,10 @@ def play_calls(
         if isinstance(step, AuthenticateStep) and step.method in ("pin", "passcode")
     }
     timed = transport(
-        WsgiTransport(app), kinds_of(rt), profiler, lambda url: urlsplit(url).path in pin_steps
+        inner or WsgiTransport(app),  # type: ignore[arg-type]
+        kinds_of(rt),
+        profiler,
+        lambda url: urlsplit(url).path in pin_steps,
     )
     worker = SimpleWorker([Queue(QUEUE, connection=rt.redis)], connection=rt.redis)
     box = Outbox(outbox)
@@ -176,7 +190,7 @@ def play_calls(
                 worker.work(burst=True, logging_level="ERROR")
 
         player = CallPlayer(
-            timed, BASE_URL, TOKEN, from_number=who.phone, pause_scale=0, observer=on_pause
+            timed, base_url, TOKEN, from_number=who.phone, pause_scale=0, observer=on_pause
         )
         result = player.play(answer)
         if result.queue != "card-services":
@@ -229,24 +243,189 @@ def minimal_app() -> Flask:
     return app
 
 
-def play_minimal(requests: int) -> list[float]:
-    transport = CpuTimed(WsgiTransport(minimal_app()), lambda url, reply: MINIMAL)
-    url = f"{BASE_URL}/voice/step/choose_method?seq=0"
+def minimal_params(index: int) -> dict[str, str]:
+    """What the call player sends with a keyed answer (`CallPlayer._call_params`, Digits)."""
+    return {
+        "CallSid": f"CA{index:032x}",
+        "AccountSid": "AC" + "5e" * 16,
+        "From": "+14155550100",
+        "To": "+15005550001",
+        "Caller": "+14155550100",
+        "Called": "+15005550001",
+        "CallStatus": "in-progress",
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+        "Digits": "1",
+        "FinishedOnKey": "",
+        "msg": "Gather End",
+    }
+
+
+def play_minimal(
+    requests: int, inner: Transport | None = None, base_url: str = BASE_URL
+) -> list[float]:
+    transport = CpuTimed(inner or WsgiTransport(minimal_app()), lambda url, reply: MINIMAL)  # type: ignore[arg-type]
+    url = f"{base_url}/voice/step/choose_method?seq=0"
     validator = RequestValidator(TOKEN)
     for index in range(requests):
-        params = {
-            "CallSid": f"CA{index:032x}",
-            "AccountSid": "AC" + "5e" * 16,
-            "From": "+14155550100",
-            "To": "+15005550001",
-            "CallStatus": "in-progress",
-            "Direction": "inbound",
-            "Digits": "1",
-        }
+        params = minimal_params(index)
         headers = {"X-Twilio-Signature": validator.compute_signature(url, params)}
         reply = transport.post(url, params, headers)
         assert reply.status == 200, reply
     return transport.cpu[MINIMAL]
+
+
+#: The argon2 cost of the gunicorn mode: its least, so the PIN webhooks cost little more than
+#: the others, and what they do cost is measured here and taken off.
+CHEAP_ARGON2 = {"argon2_time_cost": 1, "argon2_memory_kib": 1024}
+GUNICORN_START_S = 30.0
+MINIMAL_APP = "bench.webcpu:minimal_app()"
+
+
+def worker_pids(master: int) -> list[int]:
+    """gunicorn's worker processes: the children of its master."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                pids.append(int(entry.name))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of `pids`, from /proc/<pid>/stat."""
+    ticks = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class Gunicorn:
+    """gunicorn as `ivr.processes.web_command` starts it (one worker, gthread), on `app_spec`,
+    on a free loopback port; stopped on the way out."""
+
+    def __init__(self, app_spec: str, env: dict[str, str], workdir: Path, name: str) -> None:
+        from bench.stack import Child, wait_answering
+
+        port = find_free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        argv = [*web_command(f"127.0.0.1:{port}", 1)[:-1], app_spec]
+        env = {**env, "IVR_PUBLIC_URL": self.base_url}
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
+        ).rstrip(os.pathsep)
+        self.child = Child(argv, env, workdir, workdir / f"{name}.log")
+        try:
+            wait_answering(self.child, port)
+            deadline = time.monotonic() + GUNICORN_START_S
+            while not (pids := worker_pids(self.child.pid)):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no gunicorn worker; log:\n{tail(self.child.log_path)}")
+                time.sleep(0.1)
+            self.workers = pids
+        except BaseException:
+            self.child.stop()
+            raise
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.workers)
+
+    def __enter__(self) -> Gunicorn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.child.stop()
+
+
+def argon2_cpu(rt: Runtime, rounds: int = 200) -> float:
+    """CPU seconds of one PIN check at the hasher's cost, as the web process pays it."""
+    stored = rt.hasher.hash("583920")
+    rt.hasher.verify(stored, "583920")
+    started = time.process_time()
+    for _ in range(rounds):
+        rt.hasher.verify(stored, "583920")
+    return (time.process_time() - started) / rounds
+
+
+def gunicorn_mode(calls: int, repeat: int) -> int:
+    """Whole calls over HTTP to gunicorn, web CPU read from /proc for its worker; then as many
+    requests to the minimal app on the same gunicorn."""
+    from bench.stack import service_env
+
+    with tempfile.TemporaryDirectory(prefix="ivr-webcpu-") as tmp:
+        workdir = Path(tmp)
+        outbox = workdir / "outbox.jsonl"
+        worker_environment(outbox)
+        with RedisServer(workdir / "redis", persist=False) as server:
+            client = connect_redis(server.url)
+            # This side enrols the customers and runs the jobs at each hold, as the worker would.
+            app = create_app(
+                {"twilio_auth_token": TOKEN, "code_key": CODE_KEY, "flows_dir": FLOWS_DIR,
+                 "outbox": outbox, "public_url": BASE_URL, **CHEAP_ARGON2},
+                redis=client,
+            )  # fmt: skip
+            import logging
+
+            logging.getLogger("ivr.audit").setLevel(logging.WARNING)  # the jobs' lines, here
+            rt: Runtime = app.extensions["ivr"]
+            env = service_env(server.url, BASE_URL, TOKEN, CODE_KEY, outbox)
+            env.update({ENV_NAMES[name]: str(value) for name, value in CHEAP_ARGON2.items()})
+            pin_cpu = argon2_cpu(rt)
+            ours: list[tuple[float, int, int]] = []
+            floor: list[tuple[float, int]] = []
+            http = HttpTransport()
+            # Both servers up at once and measured round about, so a busy spell of the machine
+            # weighs on both alike.
+            with (
+                Gunicorn("ivr.app:create_app()", env, workdir, "gunicorn") as web,
+                Gunicorn(MINIMAL_APP, env, workdir, "minimal") as minimal,
+            ):
+                play_calls(app, rt, 5, outbox, inner=http, base_url=web.base_url)  # warm
+                play_minimal(50, http, minimal.base_url)
+                for _ in range(repeat):
+                    client.flushall()  # the send limits of the round before
+                    before = web.cpu()
+                    cpu = play_calls(app, rt, calls, outbox, inner=http, base_url=web.base_url)
+                    spent = web.cpu() - before
+                    pins = sum(len(v) for k, v in cpu.items() if k in ARGON2)
+                    requests = sum(len(v) for v in cpu.values())
+                    ours.append((spent, requests, pins))
+                    before = minimal.cpu()
+                    play_minimal(requests, http, minimal.base_url)
+                    floor.append((minimal.cpu() - before, requests))
+    tick = 1000 / os.sysconf("SC_CLK_TCK")
+    print(
+        f"web CPU per webhook on gunicorn (1 worker, {ivr_threads()} threads), from /proc utime+"
+        f"stime of the worker; {calls} whole calls per round, {repeat} rounds; "
+        f"/proc counts in {tick:g} ms ticks"
+    )
+    print(f"argon2 at its least cost, taken off each PIN webhook: {pin_cpu * 1000:.3f} ms")
+    for index, ((spent, n, pins), (floor_spent, floor_n)) in enumerate(
+        zip(ours, floor, strict=True), 1
+    ):
+        print(
+            f"round {index}: ours {(spent - pins * pin_cpu) / n * 1000:.3f} ms per webhook "
+            f"non-argon2 ({spent / n * 1000:.3f} with it; {n} webhooks, {pins} PIN), "
+            f"minimal app {floor_spent / floor_n * 1000:.3f} ms ({floor_n} requests); "
+            f"ratio {(spent - pins * pin_cpu) / n / (floor_spent / floor_n):.2f}"
+        )
+    best = min((spent - pins * pin_cpu) / n for spent, n, pins in ours)
+    print(
+        f"best round: ours {best * 1000:.3f} ms per non-argon2 webhook, minimal app "
+        f"{min(s / n for s, n in floor) * 1000:.3f} ms"
+    )
+    return 0
+
+
+def ivr_threads() -> int:
+    from ivr.processes import WEB_THREADS
+
+    return WEB_THREADS
 
 
 def table(rows: dict[str, list[float]]) -> str:
@@ -270,7 +449,14 @@ def main() -> int:
         metavar="N",
         help="print the cProfile of N calls' non-argon2 requests and stop",
     )
+    parser.add_argument(
+        "--gunicorn",
+        action="store_true",
+        help="measure on a real gunicorn (CPU of its worker from /proc) instead of in-process",
+    )
     args = parser.parse_args()
+    if args.gunicorn:
+        return gunicorn_mode(args.calls, args.repeat)
     with tempfile.TemporaryDirectory(prefix="ivr-webcpu-") as tmp:
         outbox = Path(tmp) / "outbox.jsonl"
         worker_environment(outbox)
@@ -288,9 +474,11 @@ def main() -> int:
             rt: Runtime = app.extensions["ivr"]
             play_calls(app, rt, 5, outbox)  # warm: scripts loaded, flows parsed, imports done
             if args.profile:
-                profiler = cProfile.Profile()
+                profiler = cProfile.Profile(time.process_time)
                 play_calls(app, rt, args.profile, outbox, profiler)
                 stats = pstats.Stats(profiler)
+                if os.environ.get("WEBCPU_PROFILE_DUMP"):
+                    stats.dump_stats(os.environ["WEBCPU_PROFILE_DUMP"])
                 stats.sort_stats("cumulative").print_stats(60)
                 stats.sort_stats("tottime").print_stats(30)
                 return 0

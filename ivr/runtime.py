@@ -51,6 +51,8 @@ class Runtime:
     served: ServedFlow  # the published versions; `flow` and `engine` are the file's
     verifier: Verifier
     _engines: dict[str, Engine] = field(default_factory=dict)
+    # The path of each step's answer and poll URL, by script root (`ivr.web.voice._reply`).
+    action_paths: dict[tuple[str, bool, str], str] = field(default_factory=dict)
 
     def current(self) -> tuple[str, Engine]:
         """The flow version a new call starts on, and its engine."""

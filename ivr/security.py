@@ -13,10 +13,12 @@ is anything else.
 from __future__ import annotations
 
 import logging
-from urllib.parse import quote, urlsplit
+from functools import lru_cache
+from urllib.parse import parse_qsl, quote, urlparse, urlsplit
 
 from flask import Flask, Request, abort, request
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import RequestValidator, add_port, compare, remove_port
+from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import Forbidden, SecurityError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import LimitedStream
@@ -90,14 +92,14 @@ def signed_params(request: Request, settings: Settings) -> dict[str, str]:
         abort(403)  # RequestValidator raises on None; an empty one can never be right
     if request.mimetype != WEBHOOK_MIMETYPE:
         abort(415)
-    form = request.form  # only now is the body read, and at most MAX_BODY_BYTES of it
+    form = _form(request)  # only now is the body read, and at most MAX_BODY_BYTES of it
     stream = request.stream
     if request.content_length is None and isinstance(stream, LimitedStream) and stream.is_exhausted:
         abort(413)  # chunked, and it reached the bound: werkzeug stops reading there, silently
     url = public_url(request, settings.public_url)
     # Every value of a repeated parameter counts in the signature (RequestValidator reads the
     # MultiDict whole), so a forged request is a 403 whatever it repeats.
-    if not RequestValidator(settings.twilio_auth_token).validate(url, form, signature):
+    if not _valid(_validator(settings.twilio_auth_token), url, form, signature):
         log.warning(
             "X-Twilio-Signature did not match; checked against %s (%s)",
             url if url.isprintable() else ascii(url),
@@ -109,6 +111,34 @@ def signed_params(request: Request, settings: Settings) -> dict[str, str]:
         log.warning("refused a webhook that repeats parameter(s) %s", repeated[:5])
         abort(400)
     return form.to_dict()
+
+
+def _form(request: Request) -> MultiDict[str, str]:
+    """The urlencoded body as werkzeug's form parser reads it (the same `parse_qsl` call, the
+    same handler for bytes that are not UTF-8), without building a parser per request."""
+    body = request.get_data(cache=True).decode(errors="werkzeug.url_quote")
+    return MultiDict(parse_qsl(body, keep_blank_values=True, errors="werkzeug.url_quote"))
+
+
+@lru_cache(maxsize=4)
+def _validator(token: str) -> RequestValidator:
+    """One per auth token and process: it holds nothing but the token."""
+    return RequestValidator(token)
+
+
+def _valid(
+    validator: RequestValidator, url: str, form: MultiDict[str, str], signature: str
+) -> bool:
+    """`validator.validate(url, form, signature)`, which computes the signature of the URL
+    both with and without its port: the URL as it stands is one of the two, so it is tried
+    alone first, and only a mismatch pays for `validate` itself. Accepts exactly what
+    `validate` accepts."""
+    parsed = urlparse(url)
+    # The one of validate's two URLs that leaves a URL of that form unchanged.
+    checked = add_port(parsed) if parsed.port else remove_port(parsed)
+    if checked == url and compare(validator.compute_signature(url, form), signature):
+        return True
+    return bool(validator.validate(url, form, signature))
 
 
 def _likely_cause(request: Request, settings: Settings) -> str:

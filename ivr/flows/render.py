@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import lru_cache
 
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
@@ -59,6 +60,7 @@ def render(
     return str(response)
 
 
+@lru_cache(maxsize=16)
 def apology(message: str, language: str = "en-US") -> str:
     """What a caller hears when anything fails: polite, final, and never an agent."""
     response = VoiceResponse()

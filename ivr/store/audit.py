@@ -5,6 +5,10 @@ same fields, one JSON object per line on the logger `ivr.audit`, so the trail al
 whatever collects the process logs when Redis is trimmed or gone. Logs travel further than the
 stream, so the line masks the two personal values the stream holds in full: the calling number
 (its last four digits) and a matched account number (all but its last four).
+
+A webhook's events are one logical step with the call's save: inside `batched` they are logged
+at once but written to the stream with the save, in its round trip (`AuditBatch.write`), or in
+one round trip of their own at the end if nothing saved them.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 
 from ivr.auth.claims import UNMATCHED_PREFIX
 from ivr.flows.engine import CallState
@@ -91,10 +98,51 @@ def _masked_tail(value: str) -> str:
     return "".join("*" if i in digits else c for i, c in enumerate(value))
 
 
+class AuditBatch:
+    """The events of one webhook not yet in the stream, oldest first."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.entries: list[dict[str, str]] = []
+
+    def write(self, pipe: Pipeline) -> None:
+        """Queue the events on `pipe` (the caller executes it), in the order they happened."""
+        for entry in self.entries:
+            _queue(pipe, entry)
+        self.entries = []
+
+    def flush(self) -> None:
+        if self.entries:
+            with self.redis.pipeline(transaction=False) as pipe:
+                self.write(pipe)
+                pipe.execute()
+
+
+def _queue(pipe: Pipeline, entry: dict[str, str]) -> None:
+    """One event on `pipe`: the stream entry and the metrics' counter (ivr.store.event_counts)."""
+    pipe.xadd(keys.AUDIT, entry, maxlen=MAX_EVENTS, approximate=True)
+    event_counts.count(pipe, entry)
+
+
+_batch: ContextVar[AuditBatch | None] = ContextVar("ivr_audit_batch", default=None)
+
+
 class AuditLog:
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
         _json_lines()
+
+    @contextmanager
+    def batched(self) -> Iterator[AuditBatch]:
+        """Events recorded meanwhile (in this thread, on this Redis) wait in the batch for the
+        caller to write them with its own pipeline; what is left is written on the way out."""
+        batch = AuditBatch(self.redis)
+        token = _batch.set(batch)
+        try:
+            yield batch
+        finally:
+            _batch.reset(token)
+            batch.flush()
 
     def record(self, event: str, **fields: str | None) -> None:
         unknown = set(fields) - FIELDS
@@ -103,11 +151,15 @@ class AuditLog:
             raise ValueError(f"audit fields not allowed: {sorted(unknown)}")
         entry = {"event": event, "at": f"{time.time():.3f}"}
         entry.update({k: v for k, v in fields.items() if v is not None})
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(keys.AUDIT, entry, maxlen=MAX_EVENTS, approximate=True)
-        event_counts.count(pipe, entry)  # the metrics' counters: one round trip for both
-        pipe.execute()
-        log.info(log_line(entry))
+        batch = _batch.get()
+        if batch is not None and batch.redis is self.redis:
+            batch.entries.append(entry)
+        else:
+            with self.redis.pipeline(transaction=False) as pipe:
+                _queue(pipe, entry)
+                pipe.execute()
+        if log.isEnabledFor(logging.INFO):
+            log.info(log_line(entry))
 
     def attempt(
         self, event: str, state: CallState, method: str, outcome: str, detail: str | None = None

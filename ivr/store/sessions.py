@@ -19,13 +19,14 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
-from redis.exceptions import LockError, RedisError
+from redis.exceptions import LockError, NoScriptError, RedisError
 
 from ivr.errors import IvrError
 from ivr.flows.engine import CallState
@@ -164,19 +165,48 @@ class SessionStore:
         least of all what was proven). Only a call we hold is marked; returns whether it was."""
         return bool(self._mark_over(keys=[keys.call(call_sid)]))
 
-    def save(self, state: CallState, reply_seq: int, reply: str, lock: CallLock) -> None:
+    def save(
+        self,
+        state: CallState,
+        reply_seq: int,
+        reply: str,
+        lock: CallLock,
+        *,
+        also: Callable[[Pipeline], None] | None = None,
+    ) -> None:
         """Store `state` with the reply to request `reply_seq` and release the call's `lock`,
-        only while this request still holds it (else LockLost, and nothing is written)."""
+        only while this request still holds it (else LockLost, and nothing is written).
+
+        `also` queues other writes of the same step (the request's audit events) on the
+        pipeline the save is sent in, ahead of it: one round trip; they are written whatever
+        the save finds."""
         fields = ("state", state.to_json(), "reply_seq", reply_seq, "reply", reply)
         # The reference lives exactly as long as the call it names.
         ref = [keys.callref(state.ref)] if state.ref else []
-        saved = self._save(
-            keys=[lock.name, keys.call(state.call_sid), *ref],
-            args=[lock.token, self.ttl, state.call_sid, *fields],
-        )
+        save_keys = [lock.name, keys.call(state.call_sid), *ref]
+        save_args = [lock.token, self.ttl, state.call_sid, *fields]
+        if also is None:
+            saved = self._save(keys=save_keys, args=save_args)
+        else:
+            saved = self._save_with(also, save_keys, save_args)
         if not saved:
             raise LockLost(f"call {state.call_sid}: held longer than {LOCK_TIMEOUT} s")
         lock.held = False
+
+    def _save_with(
+        self, also: Callable[[Pipeline], None], save_keys: list[Any], save_args: list[Any]
+    ) -> Any:
+        # EVALSHA itself: a Script on a pipeline would cost a SCRIPT EXISTS round trip first.
+        pipe = self.redis.pipeline(transaction=False)
+        also(pipe)
+        pipe.evalsha(self._save.sha, len(save_keys), *save_keys, *save_args)
+        *others, saved = pipe.execute(raise_on_error=False)
+        if isinstance(saved, NoScriptError):  # Redis restarted or flushed its scripts
+            saved = self._save(keys=save_keys, args=save_args)
+        for result in [*others, saved]:
+            if isinstance(result, Exception):
+                raise result
+        return saved
 
 
 def _stored(raw: dict[bytes, bytes]) -> Stored | None:

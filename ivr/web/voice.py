@@ -15,7 +15,6 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from urllib.parse import urlencode
 
 from flask import Blueprint, Response, current_app, g, request, url_for
 from redis.exceptions import RedisError
@@ -36,6 +35,7 @@ bp = Blueprint("voice", __name__, url_prefix="/voice")
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 START_SEQ = -1  # reply_seq of the answer to the first request, POST /voice
 MAX_SPEECH_INPUT = 2000
+MAX_ACTION_PATHS = 4096  # (script root, poll?, step) -> path, kept per app
 
 
 @bp.before_request
@@ -123,7 +123,7 @@ def _start(
     call_sid = _call_sid()
     if call_sid is None:
         return _twiml(apology(rt.settings.apology))
-    with rt.sessions.take(call_sid) as taken:
+    with rt.audit.batched() as events, rt.sessions.take(call_sid) as taken:
         stored, lock = taken.stored, taken.lock
         if stored is not None:
             if stored.reply_seq == START_SEQ and stored.reply is not None:
@@ -149,7 +149,7 @@ def _start(
             detail=" ".join([*how, _signal_text(state.signals)]),  # e.g. "attestation=A"
         )
         reply = _reply(rt, engine, state, first(engine, state))
-        rt.sessions.save(state, START_SEQ, reply, lock)
+        rt.sessions.save(state, START_SEQ, reply, lock, also=events.write)
     log.info("call %s started", call_sid)
     return _twiml(reply)
 
@@ -160,7 +160,7 @@ def _advance(step: str, handle: Callable[[Engine, CallState], list[Action]]) -> 
     seq = request.args.get("seq", type=int)
     if call_sid is None or seq is None:
         return _twiml(apology(rt.settings.apology))
-    with rt.sessions.take(call_sid) as taken:
+    with rt.audit.batched() as events, rt.sessions.take(call_sid) as taken:
         stored, lock = taken.stored, taken.lock
         if stored is None:
             # Expired or never started here: there is nothing safe to resume.
@@ -176,7 +176,7 @@ def _advance(step: str, handle: Callable[[Engine, CallState], list[Action]]) -> 
         actions = handle(engine, state)
         state.seq += 1
         reply = _reply(rt, engine, state, actions)
-        rt.sessions.save(state, seq, reply, lock)
+        rt.sessions.save(state, seq, reply, lock, also=events.write)
     log.info("call %s now at %s", call_sid, state.step)
     return _twiml(reply)
 
@@ -213,9 +213,16 @@ def unknown(unknown: str = "") -> Response:
 
 
 def _reply(rt: Runtime, engine: Engine, state: CallState, actions: list[Action]) -> str:
+    paths, root, seq = rt.action_paths, request.script_root, int(state.seq)
+
     def action_url(step_id: str, poll: bool) -> str:
-        path = url_for("voice.poll" if poll else "voice.step", step=step_id)
-        return f"{path}?{urlencode({'seq': state.seq})}"
+        key = (root, poll, step_id)
+        path = paths.get(key)
+        if path is None:  # built by url_for once per step, root and process
+            if len(paths) >= MAX_ACTION_PATHS:
+                paths.clear()
+            path = paths[key] = url_for("voice.poll" if poll else "voice.step", step=step_id)
+        return f"{path}?seq={seq}"  # what urlencode({"seq": seq}) makes of an int
 
     return render(actions, engine.flow, action_url, rt.settings.taskrouter_workflow_sid)
 
