@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 from ivr.assurance import Assurance
 from ivr.flows.engine import (
     CallerInput,
@@ -97,3 +100,14 @@ class TestEndedCall:
         assert state.ended
         assert engine.answer(state, digits(ALICE)) == [Hangup()]
         assert state.account is None
+
+
+def test_the_stored_form_is_every_field_as_plain_json() -> None:
+    """`to_json` dumps the fields as they are: a field that is not plain JSON (a nested
+    dataclass, a tuple) would be stored differently from what `asdict` makes, and fails here."""
+    state = CallState("CA" + "1" * 32, "+14155550100", "pin", seq=3, account="12345678")
+    state.proofs.append("pin")
+    state.proven_at["pin"] = 1.5
+    state.signals["stir"] = "A"
+    assert json.loads(state.to_json()) == dataclasses.asdict(state)
+    assert CallState.from_json(state.to_json()) == state
