@@ -133,6 +133,11 @@ def _serve_checks(settings: Any) -> Any:
             "IVR_PUBLIC_URL: not set; set it to the https URL Twilio calls (or list this "
             "service's host names in IVR_ALLOWED_HOSTS), so that no other host's signature counts"
         )
+    if settings.dev_phone:
+        problems.append(
+            "IVR_DEV_PHONE: set; the browser phone plays calls signed with the auth token for "
+            "whoever opens it, so only `ivr dev` may turn it on: unset it"
+        )
     try:
         agent_policy_for(settings)
     except SettingsError as exc:

@@ -53,6 +53,13 @@ def test_serve_lists_every_bad_setting_and_does_not_start() -> None:
     )
 
 
+def test_serve_refuses_the_browser_phone() -> None:
+    """/dev/phone signs webhooks for whoever opens it: a production service never serves it."""
+    done = run(ivr("serve", "--port", str(find_free_port())), production_env(IVR_DEV_PHONE="1"))
+    (line,) = assert_refused(done, "IVR_DEV_PHONE")
+    assert "only `ivr dev`" in line
+
+
 def test_worker_lists_every_bad_setting() -> None:
     assert_refused(run(ivr("worker"), production_env(**BAD)), *BAD)
 
