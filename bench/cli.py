@@ -11,7 +11,6 @@ from pathlib import Path
 from types import FrameType
 
 import click
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from bench import kinds
@@ -23,21 +22,11 @@ from bench.texts import Texts
 from ivr.errors import IvrError, SettingsError
 from ivr.flows.loader import load_flow
 from ivr.runtime import connect_redis, make_hasher
-from ivr.settings import ENV_NAMES, Settings
+from ivr.settings import Settings, environment_settings
 from ivr.store.server import tail
 
 EXIT_FAILED_TO_RUN = 2
 EXIT_INTERRUPTED = 130
-
-
-def environment_settings() -> Settings:
-    """The settings the services run with: the environment alone (they start with no .env)."""
-    try:
-        return Settings(_env_file=None)  # type: ignore[call-arg]
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = ENV_NAMES.get(str(first["loc"][0]), str(first["loc"][0])) if first["loc"] else "?"
-        raise SettingsError(f"{name}: {first['msg']}") from None
 
 
 @click.command()

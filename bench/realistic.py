@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from bench import kinds
 from bench.caller_time import KEY_SECONDS, CallerTime
 from bench.capacity import step_lines, summarise, summary_lines
-from bench.cli import EXIT_INTERRUPTED, environment_settings, failed
+from bench.cli import EXIT_INTERRUPTED, failed
 from bench.loopback import Recorder
 from bench.plans import FLOW_NAME, MIX, CallPlan, check_flow, parse_mix, plan_calls
 from bench.ramp import MIN_CALL_SECONDS, Pacing, Target, idle_rates, run_step
@@ -38,7 +38,7 @@ from ivr.errors import IvrError, SettingsError
 from ivr.flows.caller_time import ANSWER_SECONDS, WORDS_PER_MINUTE
 from ivr.flows.loader import load_flow
 from ivr.runtime import make_hasher
-from ivr.settings import Settings
+from ivr.settings import Settings, environment_settings
 
 DEFAULT_STEPS = "250,500,750,1000,1250,1500,2000,2500,3000,3500,4000"
 # Every benchmark phone is +1 and one call in four fails twice by design: the per-prefix send

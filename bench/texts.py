@@ -1,23 +1,21 @@
 """The customers' phones: the codes texted to each, read from the outbox as it grows.
 
-One reader for every caller of a run: it reads only what was appended since it last looked, so
-the thousandth SMS caller does not parse the 999 texts before it (`Outbox.messages` reads the
-whole file each time).
+One reader for every caller of a run: it reads only what was appended since it last looked
+(`Outbox.read_from`), so the thousandth SMS caller does not parse the 999 texts before it.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
-from ivr.outbox import OutboxMessage
+from ivr.outbox import Outbox
 from ivr.simulator.phone import CODE_IN_TEXT
 
 
 class Texts:
     def __init__(self, outbox: Path) -> None:
-        self.path = outbox
+        self.outbox = Outbox(outbox)
         self.count = 0  # texts read so far
         self._offset = 0
         # phone -> (code, sent at), oldest first
@@ -36,19 +34,8 @@ class Texts:
     def refresh(self) -> int:
         """Read what the worker appended since the last look; the number of texts so far."""
         with self._lock:
-            try:
-                with self.path.open("rb") as outbox:
-                    outbox.seek(self._offset)
-                    data = outbox.read()
-            except FileNotFoundError:
-                return self.count
-            end = data.rfind(b"\n") + 1  # a line still being written waits for the next look
-            self._offset += end
-            for line in data[:end].splitlines():
-                try:
-                    message = OutboxMessage(**json.loads(line))
-                except (ValueError, TypeError):
-                    continue
+            messages, self._offset = self.outbox.read_from(self._offset)
+            for message in messages:
                 if message.channel != "sms":
                     continue
                 self.count += 1

@@ -44,17 +44,26 @@ class Outbox:
 
     def messages(self) -> list[OutboxMessage]:
         """Oldest first; a torn or foreign line is skipped rather than fatal."""
+        return self.read_from(0)[0]
+
+    def read_from(self, offset: int) -> tuple[list[OutboxMessage], int]:
+        """The messages appended after byte `offset`, and the offset to read from next, so a
+        reader that keeps up does not parse the whole file again; a line still being written
+        waits for the next read."""
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            with self.path.open("rb") as outbox:
+                outbox.seek(offset)
+                data = outbox.read()
         except FileNotFoundError:
-            return []
+            return [], offset
+        end = data.rfind(b"\n") + 1
         out = []
-        for line in lines:
+        for line in data[:end].splitlines():
             try:
                 out.append(OutboxMessage(**json.loads(line)))
             except (ValueError, TypeError):
                 continue
-        return out
+        return out, offset + end
 
     def since(self, at: float) -> list[OutboxMessage]:
         return [m for m in self.messages() if m.at >= at]

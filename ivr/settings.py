@@ -326,8 +326,17 @@ def load_settings(**overrides: object) -> Settings:
     unknown = set(overrides) - set(ENV_NAMES)
     if unknown:
         raise SettingsError(f"unknown settings: {', '.join(sorted(unknown))}")
+    return _validated(**{ENV_NAMES[name]: value for name, value in overrides.items()})
+
+
+def environment_settings() -> Settings:
+    """The environment alone, no `.env`: what processes a benchmark starts run with."""
+    return _validated(_env_file=None)
+
+
+def _validated(**values: Any) -> Settings:
     try:
-        return Settings(**{ENV_NAMES[name]: value for name, value in overrides.items()})
+        return Settings(**values)
     except ValidationError as exc:
         # Every problem at once: a deployment fixed one restart at a time is down for longer.
         problems = dict.fromkeys(_problem(error) for error in exc.errors())

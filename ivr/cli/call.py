@@ -62,7 +62,7 @@ def call(
     latest code received, and a call back to the number on file is answered.
     """
     from ivr.outbox import Outbox
-    from ivr.simulator.phone import Phone
+    from ivr.simulator.phone import Phone, answering
 
     target = _call_target(base_url, in_process)
     phone = Phone(Outbox(target.outbox))
@@ -86,11 +86,8 @@ def call(
             source,
             echo,
             hold,
-            call_sid=ring.call_sid,
-            voice_path="/voice/callback",
             from_number=target.caller_id,
-            to_number=ring.to,
-            extra_params={"Direction": "outbound-api"},
+            **answering(ring),
         )
     source.check_all_used()
 

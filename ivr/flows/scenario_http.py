@@ -10,7 +10,7 @@ from ivr.errors import IvrError
 from ivr.flows.scenario_call import CALLBACK_NUMBER, ScenarioCall, ScenarioFailed
 from ivr.outbox import Outbox, OutboxMessage
 from ivr.simulator import CallPlayer, HttpTransport
-from ivr.simulator.phone import newest_code
+from ivr.simulator.phone import answering, newest_code
 
 
 class OverHttp:
@@ -70,12 +70,7 @@ class OverHttp:
         extra = {"StirVerstat": call.scenario.stir_verstat} if call.scenario.stir_verstat else {}
         options: dict[str, Any] = {"from_number": caller, "observer": call.observe}
         if ring is not None:
-            options |= {
-                "to_number": ring.to,
-                "call_sid": ring.call_sid,
-                "voice_path": "/voice/callback",
-                "extra_params": {"Direction": "outbound-api"},
-            }
+            options |= answering(ring)
         else:
             options["extra_params"] = extra
         player = CallPlayer(HttpTransport(), self.url, self.token, **options)

@@ -12,7 +12,7 @@ from typing import Any
 from ivr.flows.scenario_call import ScenarioCall, ScenarioFailed
 from ivr.outbox import Outbox, OutboxMessage
 from ivr.simulator import CallPlayer
-from ivr.simulator.phone import newest_code
+from ivr.simulator.phone import answering, newest_code
 
 WORKFLOW_SID = "WW" + "0" * 32  # in process: enqueue as a task, so its attributes are seen
 
@@ -85,12 +85,9 @@ class InProcess:
                 "http://localhost",
                 self.token,
                 from_number=caller,
-                to_number=ring.to,
-                call_sid=ring.call_sid,
-                voice_path="/voice/callback",
-                extra_params={"Direction": "outbound-api"},
                 observer=call.observe,
                 pause_scale=0,
+                **answering(ring),
             )
         return CallPlayer(
             WsgiTransport(self.app),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Any
 
 from ivr.outbox import Outbox, OutboxMessage
 
@@ -61,3 +62,14 @@ def newest_code(messages: list[OutboxMessage], channels: tuple[str, ...]) -> str
             if found:
                 return found.group(1)
     return None
+
+
+def answering(ring: OutboxMessage) -> dict[str, Any]:
+    """The call leg of a call back once the customer picks up, as `CallPlayer` keywords: Twilio
+    posts it to the callback webhook, outbound, under the CallSid the service placed it with."""
+    return {
+        "call_sid": ring.call_sid,
+        "to_number": ring.to,
+        "voice_path": "/voice/callback",
+        "extra_params": {"Direction": "outbound-api"},
+    }

@@ -18,7 +18,7 @@ from typing import Any
 
 from ivr.errors import IvrError
 from ivr.outbox import Outbox, OutboxMessage
-from ivr.simulator.phone import CODE_IN_TEXT
+from ivr.simulator.phone import CODE_IN_TEXT, answering
 from ivr.simulator.player import CallerInput, CallResult, Keys, Speech
 from ivr.simulator.stepper import Step, SteppedPlayer, Waiting
 from ivr.simulator.transport import Transport
@@ -172,13 +172,7 @@ def answer_callback(line: Line, call: PhoneCall) -> Step:
     if rung is None or rung.call_sid is None:
         raise PhoneError("no call back has arrived (yet): the worker places it within seconds")
     call.steps.append({"answer_callback": True})
-    call.leg = Leg(
-        rung.call_sid,
-        line.callback_from,
-        rung.to,
-        voice_path="/voice/callback",
-        extra_params={"Direction": "outbound-api"},
-    )
+    call.leg = Leg(from_number=line.callback_from, **answering(rung))
     call.outcome = call.queue = call.assurance = None
     call.caller_hung_up = False
     step = line.player(call.leg).dial()
