@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from ivr.errors import SettingsError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # as ivr.metrics, which must not be imported here
+APP_LOAD_ERROR = 4  # gunicorn's exit status for "App failed to load"
 
 
 def _metrics_dir() -> tuple[Path, bool]:
@@ -37,19 +39,25 @@ def _metrics_dir() -> tuple[Path, bool]:
     return path, True
 
 
-_DIR, _OURS = _metrics_dir()
-
-
 def _log_format() -> str:
+    """The settings, checked here in the master before any worker boots: every worker would
+    fail alike, and gunicorn's master can crash with a traceback (exit 1) while it reaps two
+    workers that failed to load at once (seen on 25.3). So the problems are said once, and the
+    server stops as gunicorn stops for an app it cannot load (exit 4)."""
     from ivr.settings import load_settings
 
     try:
         return load_settings().log_format
-    except SettingsError:
-        return "text"  # the app refuses to start in each worker, saying which setting is wrong
+    except SettingsError as exc:
+        for problem in exc.problems:
+            print(f"Error: {problem}", file=sys.stderr)
+        raise SystemExit(APP_LOAD_ERROR) from None
 
 
-if _log_format() == "json":
+_LOG_FORMAT = _log_format()  # first: a server that will not start leaves nothing behind
+_DIR, _OURS = _metrics_dir()
+
+if _LOG_FORMAT == "json":
     from ivr.logging_setup import gunicorn_logconfig
 
     logconfig_dict = gunicorn_logconfig()
