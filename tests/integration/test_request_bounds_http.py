@@ -119,7 +119,7 @@ class TestLargeBodies:
     def test_a_request_line_or_headers_over_the_bounds_are_refused(self, web) -> None:
         # Unsigned, so the app would say 403: gunicorn refuses them before the app runs.
         long_line = requests.post(web.base_url + "/voice?x=" + "a" * 3000, timeout=10)
-        # gunicorn < 26 (pyproject.toml says why) says 400 with its reason; 26 and later say 414.
+        # gunicorn 23 (pyproject.toml says why) says 400 with its reason; 26 and later say 414.
         assert long_line.status_code == 400
         assert "Request Line is too large" in long_line.text
         many = {f"X-Pad-{i}": "x" for i in range(60)}
