@@ -23,8 +23,8 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return ppid, (utime + stime + cutime + cstime) / TICKS
 
 
-def tree_cpu(root: int) -> float:
-    """CPU seconds of `root` and every live descendant (and, through them, the reaped ones)."""
+def _stats() -> dict[int, tuple[int, float]]:
+    """`_stat` of every process there is."""
     stats: dict[int, tuple[int, float]] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -32,15 +32,26 @@ def tree_cpu(root: int) -> float:
                 found = _stat(int(entry.name))
                 if found is not None:
                     stats[int(entry.name)] = found
-    children: dict[int, list[int]] = {}
+    return stats
+
+
+def children(parent: int) -> list[int]:
+    """The live processes whose parent is `parent` (a gunicorn master's workers)."""
+    return [pid for pid, (ppid, _) in _stats().items() if ppid == parent]
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of `root` and every live descendant (and, through them, the reaped ones)."""
+    stats = _stats()
+    kids: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
+        kids.setdefault(ppid, []).append(pid)
     total, todo = 0.0, [root]
     while todo:
         pid = todo.pop()
         if pid in stats:
             total += stats[pid][1]
-            todo.extend(children.get(pid, ()))
+            todo.extend(kids.get(pid, ()))
     return total
 
 

@@ -48,6 +48,7 @@ from rq import Queue, SimpleWorker
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
+from bench.procstat import children, tree_cpu
 from ivr.app import create_app
 from ivr.dev.customers import DEMO_CUSTOMERS, customer_record
 from ivr.flows.schema import AuthenticateStep, IdentifyStep, MenuStep
@@ -282,29 +283,6 @@ GUNICORN_START_S = 30.0
 MINIMAL_APP = "bench.webcpu:minimal_app()"
 
 
-def worker_pids(master: int) -> list[int]:
-    """gunicorn's worker processes: the children of its master."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                pids.append(int(entry.name))
-    return pids
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of `pids`, from /proc/<pid>/stat."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 class Gunicorn:
     """gunicorn as `ivr.processes.web_command` starts it (one worker, gthread), on `app_spec`,
     on a free loopback port; stopped on the way out."""
@@ -323,7 +301,7 @@ class Gunicorn:
         try:
             wait_answering(self.child, port)
             deadline = time.monotonic() + GUNICORN_START_S
-            while not (pids := worker_pids(self.child.pid)):
+            while not (pids := children(self.child.pid)):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"no gunicorn worker; log:\n{tail(self.child.log_path)}")
                 time.sleep(0.1)
@@ -333,7 +311,7 @@ class Gunicorn:
             raise
 
     def cpu(self) -> float:
-        return cpu_seconds(self.workers)
+        return sum(tree_cpu(pid) for pid in self.workers)
 
     def __enter__(self) -> Gunicorn:
         return self

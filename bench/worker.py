@@ -27,6 +27,7 @@ from pathlib import Path
 
 from rq import Worker
 
+from bench.procstat import tree_cpu
 from ivr.flows.engine import CallState
 from ivr.outbox import Outbox
 from ivr.processes import worker_command
@@ -39,23 +40,6 @@ from ivr.store.server import RedisServer
 
 STEP = "sms-code"
 MAX_WAIT = 30
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of `pid` and all its descendants, the reaped ones included."""
-    total = 0.0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        total += sum(int(v) for v in fields[11:15]) / TICK  # utime stime cutime cstime
-        pending.extend(int(c) for c in children)
-    return total
 
 
 def percentile(values: list[float], p: float) -> float:
