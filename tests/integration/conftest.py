@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -304,6 +305,48 @@ def _stop_leftovers() -> None:
             proc.stop(timeout=2)
 
 
+class RestartableRedis:
+    """A redis-server of the test's own (never the session one) that goes away and comes back on
+    the same port: `stop` as a maintenance restart or failover stops it (SIGTERM; with `persist`
+    its data is saved and read again), `kill` as a crash or an OOM kill does (SIGKILL)."""
+
+    def __init__(self, data_dir: Path, *, persist: bool) -> None:
+        self.data_dir = data_dir
+        self.persist = persist
+        self.server = RedisServer(data_dir, persist=persist)
+        self.url = self.server.start()
+        self.port = self.server.port
+        self.back = threading.Event()
+        self._timer: threading.Timer | None = None
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def kill(self) -> None:
+        assert self.server.pid is not None
+        os.kill(self.server.pid, signal.SIGKILL)
+        self.server.stop()  # reaps it
+
+    def start(self) -> None:
+        self.server = RedisServer(self.data_dir, port=self.port, persist=self.persist)
+        self.server.start()
+        self.back.set()
+
+    def start_in(self, seconds: float) -> None:
+        """Start again `seconds` from now, in the background; `back` is set once it is up."""
+        self.back.clear()
+        self._timer = threading.Timer(seconds, self.start)
+        self._timer.start()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.join()  # a server started after the test would outlive it
+        self.stop()
+
+
 # --------------------------------------------------------------------------------------------
 # Hooks
 # --------------------------------------------------------------------------------------------
@@ -391,6 +434,26 @@ def rdb(redis_url: str) -> Iterator[redis.Redis]:
     conn = redis.Redis.from_url(redis_url)
     yield conn
     conn.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    """A redis-server that a test may kill and start again, its data gone."""
+    server = RestartableRedis(tmp_path / "private-redis", persist=False)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def restarting_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    """A persisting redis-server that a test may stop and start again, its data kept."""
+    server = RestartableRedis(tmp_path / "restarting-redis", persist=True)
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture

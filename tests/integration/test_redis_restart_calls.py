@@ -10,9 +10,7 @@ the apology; neither gets a 500 or an agent, and the next call is served as usua
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,8 +19,7 @@ from redis import Redis
 from ivr.simulator import CallResult, Gather, Keys, scripted
 from ivr.simulator.player import CallerInput
 from ivr.store.customers import Customer
-from ivr.store.server import RedisServer
-from tests.integration.conftest import PIN
+from tests.integration.conftest import PIN, RestartableRedis
 from tests.support import (
     APOLOGY,
     assert_well_served,
@@ -35,47 +32,6 @@ from tests.support import (
 ACCOUNT = "12345678"
 PHONE = "+14155550100"
 PIN_CALL = (Keys(f"{ACCOUNT}#"), Keys("1"), Keys(f"{PIN}#"), Keys("1"))
-
-
-class RestartingRedis:
-    """A persisting redis-server: stopped as a maintenance restart or failover stops it
-    (SIGTERM, its data saved), and started again on the same port and data."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.server = RedisServer(data_dir, persist=True)
-        self.url = self.server.start()
-        self.port = self.server.port
-
-        self.back = threading.Event()
-        self._timer: threading.Timer | None = None
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def start(self) -> None:
-        self.server = RedisServer(self.data_dir, port=self.port, persist=True)
-        self.server.start()
-        self.back.set()
-
-    def start_in(self, seconds: float) -> None:
-        self.back.clear()
-        self._timer = threading.Timer(seconds, self.start)
-        self._timer.start()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.join()  # a server started after the test would outlive it
-        self.stop()
-
-
-@pytest.fixture
-def restarting_redis(tmp_path: Path) -> Iterator[RestartingRedis]:
-    server = RestartingRedis(tmp_path / "restarting-redis")
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 class AtPin:
@@ -98,7 +54,7 @@ def no_500(result: CallResult) -> None:
 
 @pytest.fixture
 def web(
-    restarting_redis: RestartingRedis,
+    restarting_redis: RestartableRedis,
     web_on_redis: Callable[..., Any],
     pin_hash: str,
 ) -> Any:
@@ -107,7 +63,7 @@ def web(
 
 
 def test_a_call_carries_on_over_a_redis_restart(
-    restarting_redis: RestartingRedis, web: Any, auth_token: str
+    restarting_redis: RestartableRedis, web: Any, auth_token: str
 ) -> None:
     def restart() -> None:
         restarting_redis.stop()
@@ -126,7 +82,7 @@ def test_a_call_carries_on_over_a_redis_restart(
 
 @pytest.mark.parametrize("away", [0.2, 3.0], ids=["back-within-the-retries", "away-longer"])
 def test_a_webhook_while_redis_restarts_is_answered_and_the_next_call_is_served(
-    restarting_redis: RestartingRedis, web: Any, auth_token: str, away: float
+    restarting_redis: RestartableRedis, web: Any, auth_token: str, away: float
 ) -> None:
     def restart_meanwhile() -> None:
         restarting_redis.stop()

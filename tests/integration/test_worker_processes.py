@@ -24,12 +24,10 @@ from ivr.runtime import make_abuse_guard, make_possession
 from ivr.settings import load_settings
 from ivr.store.audit import AuditLog
 from ivr.store.customers import Customer, RedisCustomerDirectory
-from tests.integration.conftest import CODE_KEY, ManagedProcess
-from tests.integration.test_worker_resilience import RECOVERY, RestartableRedis, private_redis
+from tests.integration.conftest import CODE_KEY, ManagedProcess, RestartableRedis
+from tests.integration.test_worker_resilience import RECOVERY
 from tests.integration.worker_jobs import mark, sleep_then_mark
 from tests.support import wait_until
-
-__all__ = ["private_redis"]  # the fixture, shared with the resilience tests
 
 Launcher = Callable[..., ManagedProcess]
 
@@ -139,7 +137,7 @@ def test_the_processes_ride_out_a_redis_restart(
     command, _ = start_workers(process_launcher, private_redis.url, 2)
     private_redis.kill()
     time.sleep(2)
-    private_redis.start_again()
+    private_redis.start()
     conn = private_redis.client()
     queue = Queue(QUEUE, connection=conn)
     for n in range(4):

@@ -8,60 +8,21 @@ waits in rq's schedule (a send that failed for now is retried that way).
 
 from __future__ import annotations
 
-import os
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 import redis
 from rq import Queue
 from rq.job import JobStatus
 
 from ivr.processes import QUEUE
-from ivr.store.server import RedisServer
+from tests.integration.conftest import RestartableRedis
 from tests.integration.worker_jobs import mark, sleep_then_mark
 from tests.support import wait_until
 
 #: Seconds a restarted worker may take to pick work up again (it backs off while Redis is away).
 RECOVERY = 20.0
-
-
-class RestartableRedis:
-    """A private redis-server that can be killed (SIGKILL, as a crash or OOM kill would) and
-    started again on the same port, its data gone."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.server = RedisServer(data_dir, persist=False)
-        self.url = self.server.start()
-        self.port = self.server.port
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url, socket_timeout=5)
-
-    def kill(self) -> None:
-        assert self.server.pid is not None
-        os.kill(self.server.pid, signal.SIGKILL)
-        self.server.stop()  # reaps it
-
-    def start_again(self) -> None:
-        self.server = RedisServer(self.data_dir, port=self.port, persist=False)
-        self.server.start()
-
-    def stop(self) -> None:
-        self.server.stop()
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
-    server = RestartableRedis(tmp_path / "private-redis")
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def assert_keeps_working(worker: object, conn: redis.Redis) -> None:
@@ -85,7 +46,7 @@ def test_idle_worker_survives_a_redis_restart(
     worker = worker_on_redis(private_redis.url)
     private_redis.kill()
     time.sleep(2)
-    private_redis.start_again()
+    private_redis.start()
     assert_keeps_working(worker, private_redis.client())
 
 
@@ -98,7 +59,7 @@ def test_busy_worker_survives_a_redis_restart_and_finishes_the_job(
     wait_until(lambda: job.get_status() == JobStatus.STARTED, 10, "the slow job did not start")
     private_redis.kill()
     time.sleep(6)  # the job ends, and writes, while Redis is away
-    private_redis.start_again()
+    private_redis.start()
     conn = private_redis.client()
     wait_until(lambda: conn.get("it:busy"), RECOVERY, "the job in progress did not finish its work")
     assert_keeps_working(worker, conn)
