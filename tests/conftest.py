@@ -181,13 +181,22 @@ def run_jobs(redis: Any, logging_level: str = "WARNING") -> bool:
 
 
 @pytest.fixture
-def worker_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, outbox_path: Path) -> Path:
-    """The environment a worker's jobs read their settings from, matching the `app` fixture:
-    the same code key, the outbox for every channel, nothing inherited from the shell (and no
-    `.env`: the working directory is `tmp_path`). Returns the outbox path."""
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No IVR variable from the developer's shell, and an empty working directory (so no `.env`
+    and no `.ivr/`); returns that directory."""
     for name in ENV_NAMES.values():
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
+
+
+@pytest.fixture
+def worker_env(monkeypatch: pytest.MonkeyPatch, clean_env: Path, outbox_path: Path) -> Path:
+    """The environment a worker's jobs read their settings from, matching the `app` fixture:
+    the same code key, the outbox for every channel, nothing else (`clean_env`). Returns the
+    outbox path."""
     monkeypatch.setenv("IVR_CODE_KEY", CODE_KEY)
     monkeypatch.setenv("IVR_OUTBOX", str(outbox_path))
     for backend in ("IVR_SMS_BACKEND", "IVR_EMAIL_BACKEND", "IVR_CALL_BACKEND"):

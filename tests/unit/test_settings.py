@@ -23,15 +23,7 @@ TEST_CONFIG: dict[str, Any] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No IVR variable from the developer's shell, and a cwd with no `.env`."""
-    for name in ENV_NAMES.values():
-        monkeypatch.delenv(name, raising=False)
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return work
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def settings_error(**env: str) -> str:

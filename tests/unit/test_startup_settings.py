@@ -13,7 +13,7 @@ from redis.exceptions import ConnectionError, TimeoutError
 from ivr.cli import cli
 from ivr.errors import SettingsError
 from ivr.runtime import connect_redis
-from ivr.settings import ENV_NAMES, load_settings, masked_redis_url
+from ivr.settings import load_settings, masked_redis_url
 from ivr.worker import connect as worker_connect
 
 BAD = {
@@ -24,11 +24,7 @@ BAD = {
 }
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ENV_NAMES.values():
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)  # no .env, no .ivr/
+pytestmark = pytest.mark.usefixtures("clean_env")
 
 
 def problems(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
