@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import secrets
 import time
 import zlib
 from collections import deque
@@ -245,6 +246,18 @@ def assert_never_enqueued(result: CallResult) -> None:
 def sign(token: str, url: str, params: dict[str, str]) -> dict[str, str]:
     """The header Twilio would send with `params` POSTed to `url`, signed with `token`."""
     return {SIGNATURE_HEADER: RequestValidator(token).compute_signature(url, params)}
+
+
+def ringing_call() -> dict[str, str]:
+    """What Twilio POSTs to /voice when a new call rings (a fresh CallSid each time)."""
+    return {
+        "CallSid": "CA" + secrets.token_hex(16),
+        "AccountSid": simulator.FAKE_ACCOUNT_SID,
+        "From": "+14155550100",
+        "To": "+15005550001",
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+    }
 
 
 def make_player(

@@ -9,7 +9,6 @@ only as IVR_PROXY_HOPS says, and a failed signature is explained in one log line
 
 from __future__ import annotations
 
-import secrets
 import sys
 import time
 from collections.abc import Mapping
@@ -19,23 +18,11 @@ import pytest
 import requests
 
 from ivr.processes import _no_control_socket
-from ivr.simulator import FAKE_ACCOUNT_SID
-from tests.support import SIGNATURE_HEADER, call_keys, sign
+from tests.support import SIGNATURE_HEADER, call_keys, ringing_call, sign
 
 PUBLIC = "https://ivr.example.com"
 OTHER = "ivr.other-bank.example"  # another deployment on the same Twilio account
 IVR = [sys.executable, "-c", "from ivr.cli import main; main()"]
-
-
-def params() -> dict[str, str]:
-    return {
-        "CallSid": "CA" + secrets.token_hex(16),
-        "AccountSid": FAKE_ACCOUNT_SID,
-        "From": "+14155550100",
-        "To": "+15005550001",
-        "CallStatus": "ringing",
-        "Direction": "inbound",
-    }
 
 
 def post(
@@ -45,7 +32,7 @@ def post(
     headers: Mapping[str, str] | None = None,
 ) -> requests.Response:
     """POST /voice to `web`, signed for `signed_url`, with extra `headers` (Host among them)."""
-    sent = params()
+    sent = ringing_call()
     return requests.post(
         web.base_url + "/voice",
         data=sent,
@@ -109,7 +96,7 @@ class TestForwardedHeaders:
 
 class TestSignatureFailureLog:
     def test_one_line_names_the_url_checked_and_the_likely_cause(self, web, auth_token) -> None:
-        sent = params()
+        sent = ringing_call()
         signature = sign("a-token-from-another-account", web.base_url + "/voice", sent)
         url = web.base_url + "/voice"
         assert requests.post(url, data=sent, headers=signature, timeout=10).status_code == 403

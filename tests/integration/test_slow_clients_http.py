@@ -13,7 +13,6 @@ took 30 s and ended in a SIGKILL. pyproject.toml keeps gunicorn at 23.
 from __future__ import annotations
 
 import http.client
-import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -21,8 +20,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from ivr.simulator import FAKE_ACCOUNT_SID
-from tests.support import sign
+from tests.support import ringing_call, sign
 
 LINGERERS = 8
 PROMPT_S = 1.0  # an idle test server answers in milliseconds; a stall costs 2 s per lingerer
@@ -53,14 +51,7 @@ def test_a_call_is_answered_at_once_while_clients_keep_their_connections_open(
     web, auth_token, lingering
 ) -> None:
     url = web.base_url + "/voice"
-    params = {
-        "CallSid": "CA" + secrets.token_hex(16),
-        "AccountSid": FAKE_ACCOUNT_SID,
-        "From": "+14155550100",
-        "To": "+15005550001",
-        "CallStatus": "ringing",
-        "Direction": "inbound",
-    }
+    params = ringing_call()
 
     started = time.monotonic()
     reply = requests.post(url, data=params, headers=sign(auth_token, url, params), timeout=30)
